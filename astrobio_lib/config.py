@@ -1,0 +1,286 @@
+"""Typed configuration: one dataclass per concern, validated before any heavy work.
+
+The user-facing configuration is the ``parameters`` cell of each notebook (and the flat
+``params/*.yaml`` files that papermill injects into those cells). This module turns such a flat
+mapping into a tree of small dataclasses and validates it: an unknown key, a wrong type or an
+out-of-range value raises :class:`ConfigError` naming the key, the offending value, where it came
+from and, for a typo, the nearest valid key.
+
+Every field here must be declared, with the same type and default, by the parameters cell of at
+least one notebook (``tests/test_config.py`` checks both directions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "Config",
+    "RunConfig",
+    "EnvironmentConfig",
+    "DataConfig",
+    "ModelConfig",
+    "HardwareConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "all_fields",
+    "from_mapping",
+    "from_namespace",
+    "load_yaml",
+    "check_value_type",
+    "nearest_key",
+]
+
+
+class ConfigError(ValueError):
+    """A parameter is unknown, of the wrong type or out of range."""
+
+
+def param(default: Any, help: str, *, min: Optional[float] = None, max: Optional[float] = None,
+          choices: Optional[Iterable[Any]] = None, path: bool = False) -> Any:
+    """A dataclass field carrying its help text and its valid range in ``metadata``."""
+    return field(
+        default=default,
+        metadata={"help": help, "min": min, "max": max,
+                  "choices": tuple(choices) if choices is not None else None, "path": path},
+    )
+
+
+@dataclass
+class RunConfig:
+    run_dir: str = param("../outputs/notebook_defaults",
+                         "run folder: every product of the run is written here", path=True)
+    seed: int = param(0, "global random seed (data split, init, sampling)", min=0)
+
+
+@dataclass
+class EnvironmentConfig:
+    min_free_disk_gb: float = param(1.0, "fail when the run folder's disk has less free space (GB)",
+                                    min=0.0)
+    require_gpu: bool = param(False, "fail instead of warn when no CUDA GPU is found")
+
+
+@dataclass
+class DataConfig:
+    catalog_source: str = param("auto", "file | archive | synthetic | auto (file, then archive, "
+                                "then synthetic)", choices=("auto", "file", "archive", "synthetic"))
+    catalog_path: Optional[str] = param(None, "local PSCompPars CSV; None: env ASTROBIO_CATALOG",
+                                        path=True)
+    label_mc_samples: int = param(256, "Monte-Carlo draws per planet for the soft label P(habitable)",
+                                  min=1, max=100_000)
+    val_fraction: float = param(0.15, "fraction of planets (grouped by host) for validation",
+                                min=0.0, max=0.5)
+    test_fraction: float = param(0.15, "fraction of planets (grouped by host) for the test split",
+                                 min=0.0, max=0.5)
+
+
+@dataclass
+class ModelConfig:
+    model_preset: str = param("tiny", "model size preset: tiny | small | seeds_full",
+                              choices=("tiny", "small", "seeds_full"))
+
+
+@dataclass
+class HardwareConfig:
+    gpu_name: str = param("cpu", "target device for budgets and estimates (cpu, RTX A5000, ...)")
+    gpus_per_node: int = param(1, "devices used by the run (1 on CPU)", min=1, max=64)
+    gpu_memory_gb: float = param(0.0, "memory per device in GB (0 on CPU: host RAM applies)",
+                                 min=0.0)
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = param(20, "optimizer steps to run", min=1)
+    micro_batch_size: int = param(4, "samples per forward/backward pass", min=1)
+    grad_accum_steps: int = param(4, "micro-batches accumulated per optimizer step", min=1)
+    learning_rate: float = param(3e-4, "peak learning rate", min=0.0, max=1.0)
+    precision: str = param("fp32", "fp32 | bf16-mixed | fp16-mixed | bf16",
+                           choices=("fp32", "bf16-mixed", "fp16-mixed", "bf16"))
+    optimizer: str = param("adamw", "adamw | adamw8bit | paged_adamw8bit",
+                           choices=("adamw", "adamw8bit", "paged_adamw8bit"))
+
+
+@dataclass
+class EvalConfig:
+    bootstrap_samples: int = param(200, "bootstrap resamples (by host) for confidence intervals",
+                                   min=10)
+
+
+@dataclass
+class Config:
+    """The whole typed configuration of a run; each notebook reads the sections it needs."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    environment: EnvironmentConfig = field(default_factory=EnvironmentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def flat(self) -> dict[str, Any]:
+        """Returns the configuration as the flat ``{key: value}`` mapping of a params file."""
+        return {f.name: getattr(getattr(self, s.name), f.name)
+                for s in dataclasses.fields(self) for f in dataclasses.fields(getattr(self, s.name))}
+
+
+_SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    section: str
+    name: str
+    type: Any
+    default: Any
+    help: str
+    min: Optional[float]
+    max: Optional[float]
+    choices: Optional[tuple]
+    path: bool
+
+
+def all_fields() -> dict[str, FieldInfo]:
+    """Returns every configuration key with its section, resolved type, default and range."""
+    out: dict[str, FieldInfo] = {}
+    for section, cls in _SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in out:  # pragma: no cover - guarded by tests/test_config.py
+                raise RuntimeError(f"config key {f.name!r} is defined in two sections")
+            m = f.metadata
+            out[f.name] = FieldInfo(section, f.name, hints[f.name], f.default, m["help"],
+                                    m["min"], m["max"], m["choices"], m["path"])
+    return out
+
+
+def nearest_key(key: str, valid: Iterable[str]) -> Optional[str]:
+    """Returns the valid key closest to ``key`` (for 'did you mean ...?'), or None."""
+    match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def type_name(tp: Any) -> str:
+    """Returns a readable name for a type annotation: ``int``, ``Optional[str]``."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return f"Optional[{type_name(args[0])}]"
+        return "Union[" + ", ".join(type_name(a) for a in typing.get_args(tp)) + "]"
+    if origin in (list, tuple):
+        return f"{origin.__name__.capitalize()}[{', '.join(type_name(a) for a in typing.get_args(tp))}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def check_value_type(value: Any, tp: Any) -> bool:
+    """True when ``value`` is acceptable for annotation ``tp`` (an int is a valid float; a bool
+    is never an int)."""
+    if tp is Any:
+        return True
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        return any(check_value_type(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin in (list, tuple):
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        return isinstance(value, (list, tuple)) and all(check_value_type(v, item_tp) for v in value)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True  # pragma: no cover - annotations are limited to the cases above
+
+
+def _validate_value(info: FieldInfo, value: Any, where: str) -> Any:
+    if not check_value_type(value, info.type):
+        raise ConfigError(
+            f"{info.name}={value!r} in {where}: expected {type_name(info.type)}, got "
+            f"{type(value).__name__} ({info.help})")
+    if info.type is float or (typing.get_origin(info.type) is typing.Union and float in typing.get_args(info.type)):
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+    if value is not None:
+        if info.choices is not None and value not in info.choices:
+            raise ConfigError(f"{info.name}={value!r} in {where}: must be one of "
+                              f"{', '.join(map(str, info.choices))}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value != value:  # NaN
+                raise ConfigError(f"{info.name}=nan in {where}: must be a number")
+            if info.min is not None and value < info.min:
+                raise ConfigError(f"{info.name}={value!r} in {where}: must be >= {info.min}")
+            if info.max is not None and value > info.max:
+                raise ConfigError(f"{info.name}={value!r} in {where}: must be <= {info.max}")
+    return value
+
+
+def from_mapping(values: Mapping[str, Any], where: str = "parameters") -> Config:
+    """Returns a validated :class:`Config` from a flat ``{key: value}`` mapping.
+
+    Keys not given keep their defaults. ``where`` names the source in error messages.
+
+    Raises:
+        ConfigError: an unknown key (with the nearest valid key), a wrong type, or an
+            out-of-range value; the message names the key and ``where``.
+    """
+    fields = all_fields()
+    per_section: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
+    for key, value in values.items():
+        info = fields.get(key)
+        if info is None:
+            near = nearest_key(key, fields)
+            hint = f" — did you mean {near!r}?" if near else ""
+            raise ConfigError(f"unknown parameter {key!r} in {where}{hint} "
+                              f"(valid keys are listed by `papermill --help-notebook`)")
+        per_section[info.section][key] = _validate_value(info, value, where)
+    return Config(**{s: _SECTIONS[s](**kw) for s, kw in per_section.items()})
+
+
+def from_namespace(namespace: Mapping[str, Any], where: str = "notebook parameters") -> Config:
+    """Returns a validated :class:`Config` from a notebook's globals (the parameters cell).
+
+    Only names that are configuration keys are taken; everything else in the namespace
+    (imports, helpers) is ignored.
+    """
+    keys = all_fields()
+    return from_mapping({k: v for k, v in namespace.items() if k in keys}, where=where)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Returns the flat mapping stored in a params YAML file.
+
+    Raises:
+        ConfigError: the file is missing, is not valid YAML, or is not a flat mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {path} not found: pass one of params/*.yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"params file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"params file {path}: expected a mapping of parameter: value, "
+                          f"got {type(data).__name__}")
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"params file {path}: key {key!r} is not a string")
+        if isinstance(value, dict):
+            raise ConfigError(f"params file {path}: {key} is a nested mapping; params files are "
+                              f"flat (papermill injects each key as one notebook variable)")
+    return data

@@ -1,0 +1,1 @@
+"""Data layer: sources, catalog, habitability labels, modalities, build, validation, loading."""

@@ -1,0 +1,228 @@
+"""The planet/star table: NASA Exoplanet Archive, Planetary Systems Composite Parameters.
+
+Sources (``catalog_source``):
+- ``file``: a local PSCompPars CSV (``catalog_path``, or env ``ASTROBIO_CATALOG``); its ``#``
+  header lines are skipped.
+- ``archive``: the archive's TAP service (table ``pscomppars``), cached with its sha256.
+- ``synthetic``: a documented synthetic population (not implemented yet: it raises).
+- ``auto``: file, then archive, then synthetic; whichever is used is recorded in the provenance.
+
+Cleaning (:func:`clean`): values carrying a limit flag (``*lim`` = +1 upper or -1 lower limit)
+are not measurements: they move to ``<col>_bound`` and the value becomes NaN. Asymmetric errors
+(``err1`` >= 0 upper, ``err2`` <= 0 lower) are kept. Stellar luminosity ``st_lum`` (L_sun) is
+derived from ``st_rad`` and ``st_teff``; ``pl_insol`` is derived from L and ``pl_orbsmax`` where
+the archive gives none, and ``pl_insol_derived`` says which rows.
+
+Acknowledgement asked by the archive: "This research has made use of the NASA Exoplanet Archive,
+which is operated by the California Institute of Technology, under contract with the National
+Aeronautics and Space Administration under the Exoplanet Exploration Program."
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from astrobio_lib.data.habitability import stellar_luminosity_sun
+
+log = logging.getLogger(__name__)
+
+TAP_URL = "https://exoplanetarchive.ipac.caltech.edu/TAP/sync"
+TAP_QUERY = "select * from pscomppars"
+ENV_CATALOG = "ASTROBIO_CATALOG"
+ACKNOWLEDGEMENT = (
+    "This research has made use of the NASA Exoplanet Archive, which is operated by the "
+    "California Institute of Technology, under contract with the National Aeronautics and "
+    "Space Administration under the Exoplanet Exploration Program.")
+
+REQUIRED_COLUMNS = ("pl_name", "hostname", "pl_rade", "pl_bmasse", "pl_insol", "pl_orbsmax",
+                    "st_teff", "st_rad")
+# (value column, has err1/err2 columns, limit-flag column)
+MEASURED = ("pl_orbper", "pl_orbsmax", "pl_rade", "pl_bmasse", "pl_orbeccen", "pl_insol",
+            "pl_eqt", "st_teff", "st_rad", "st_mass", "st_met", "st_logg")
+
+
+class CatalogError(RuntimeError):
+    """The catalog could not be read or fetched; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a catalog came from; written into manifests and shown atop every report."""
+
+    source: str  # file | archive | synthetic
+    location: str
+    sha256: str
+    rows: int
+    synthetic: bool
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def banner(self) -> str:
+        tag = "SYNTHETIC DATA — not real planets" if self.synthetic else "real data"
+        return (f"catalog: {self.source} ({tag}) · {self.rows} planets · {self.location} · "
+                f"sha256 {self.sha256[:12]}…")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Returns the hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_csv(path: str | Path) -> pd.DataFrame:
+    """Returns the raw PSCompPars table from a CSV (``#`` comment lines skipped).
+
+    Raises:
+        CatalogError: missing file, unreadable CSV, or required columns absent.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CatalogError(f"catalog file {path} not found: set catalog_path (or env {ENV_CATALOG}) "
+                           f"to a PSCompPars CSV, or use catalog_source: archive when online")
+    try:
+        raw = pd.read_csv(path, comment="#", low_memory=False)
+    except Exception as exc:
+        raise CatalogError(f"catalog file {path} is not a readable CSV: {exc}") from exc
+    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
+    if missing:
+        raise CatalogError(f"catalog file {path} lacks columns {missing}: export the full "
+                           f"PSCompPars table (select * from pscomppars)")
+    return raw
+
+
+def clean(raw: pd.DataFrame) -> pd.DataFrame:
+    """Returns the cleaned catalog (see the module docstring for every rule)."""
+    df = raw.copy()
+    for col in MEASURED:
+        if col not in df.columns:
+            df[col] = np.nan
+        for suffix in ("err1", "err2"):
+            if f"{col}{suffix}" not in df.columns:
+                df[f"{col}{suffix}"] = np.nan
+        lim = df.get(f"{col}lim")
+        df[f"{col}_bound"] = np.nan
+        if lim is not None:
+            is_limit = lim.fillna(0).ne(0)
+            df.loc[is_limit, f"{col}_bound"] = df.loc[is_limit, col]
+            df.loc[is_limit, [col, f"{col}err1", f"{col}err2"]] = np.nan
+    df["st_lum"] = stellar_luminosity_sun(df["st_rad"], df["st_teff"])
+    derived = df["pl_insol"].isna() & df["st_lum"].notna() & df["pl_orbsmax"].notna()
+    df["pl_insol_derived"] = derived
+    s = df["st_lum"] / df["pl_orbsmax"] ** 2
+    # Symmetric first-order propagation of S = R^2 T^4 / a^2 (mean of the asymmetric errors).
+    rel = np.sqrt(
+        (2 * _mean_abs_err(df, "st_rad") / df["st_rad"]) ** 2
+        + (4 * _mean_abs_err(df, "st_teff") / df["st_teff"]) ** 2
+        + (2 * _mean_abs_err(df, "pl_orbsmax") / df["pl_orbsmax"]) ** 2)
+    df.loc[derived, "pl_insol"] = s[derived]
+    df.loc[derived, "pl_insolerr1"] = (s * rel)[derived]
+    df.loc[derived, "pl_insolerr2"] = -(s * rel)[derived]
+    return df
+
+
+def _mean_abs_err(df: pd.DataFrame, col: str) -> pd.Series:
+    return (df[f"{col}err1"].abs().fillna(0) + df[f"{col}err2"].abs().fillna(0)) / 2
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Returns a per-column summary of the key catalog quantities: non-null count, limit-flagged
+    count, median and range, with units."""
+    units = {"pl_rade": "R_earth", "pl_bmasse": "M_earth", "pl_insol": "S_earth",
+             "pl_orbsmax": "AU", "pl_orbper": "days", "pl_eqt": "K", "st_teff": "K",
+             "st_rad": "R_sun", "st_mass": "M_sun", "st_lum": "L_sun"}
+    rows = []
+    for col, unit in units.items():
+        x = df[col]
+        bound = df.get(f"{col}_bound")
+        rows.append({"column": col, "unit": unit, "non_null": int(x.notna().sum()),
+                     "limit_flagged": int(bound.notna().sum()) if bound is not None else 0,
+                     "median": x.median(), "min": x.min(), "max": x.max()})
+    return pd.DataFrame(rows).set_index("column")
+
+
+def fetch_archive(dest_dir: str | Path, timeout_s: float = 60.0) -> Path:
+    """Downloads PSCompPars from the archive's TAP service into ``dest_dir`` and returns the
+    CSV path; an existing download is reused (its sha256 is recorded beside it).
+
+    Raises:
+        CatalogError: the archive cannot be reached (offline is normal: use a local file).
+    """
+    dest_dir = Path(dest_dir)
+    dest = dest_dir / "pscomppars_archive.csv"
+    if dest.is_file() and (dest_dir / "pscomppars_archive.csv.sha256").is_file():
+        if (dest_dir / "pscomppars_archive.csv.sha256").read_text().split()[0] == sha256_file(dest):
+            return dest
+    url = f"{TAP_URL}?{urllib.parse.urlencode({'query': TAP_QUERY, 'format': 'csv'})}"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp, open(tmp, "wb") as fh:
+            while chunk := resp.read(1 << 20):
+                fh.write(chunk)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise CatalogError(f"NASA Exoplanet Archive unreachable ({exc}): offline is normal — "
+                           f"set catalog_path to a local PSCompPars CSV") from exc
+    os.replace(tmp, dest)
+    (dest_dir / "pscomppars_archive.csv.sha256").write_text(f"{sha256_file(dest)}  {dest.name}\n")
+    return dest
+
+
+def resolve_catalog_path(catalog_path: Optional[str]) -> Optional[Path]:
+    """Returns ``catalog_path``, else env ``ASTROBIO_CATALOG``, else None."""
+    value = catalog_path or os.environ.get(ENV_CATALOG)
+    return Path(value) if value else None
+
+
+def load_catalog(source: str = "auto", catalog_path: Optional[str] = None,
+                 cache_dir: Optional[str | Path] = None,
+                 timeout_s: float = 10.0) -> tuple[pd.DataFrame, Provenance]:
+    """Returns (cleaned catalog, provenance) from the requested source.
+
+    Raises:
+        CatalogError: the requested source is not available (for ``auto``: none was).
+        ValueError: unknown ``source``.
+    """
+    if source not in ("auto", "file", "archive", "synthetic"):
+        raise ValueError(f"catalog_source={source!r}: must be auto, file, archive or synthetic")
+    tried: list[str] = []
+    if source in ("file", "auto"):
+        path = resolve_catalog_path(catalog_path)
+        if path is not None and path.is_file():
+            raw = read_csv(path)
+            return clean(raw), Provenance("file", str(path), sha256_file(path), len(raw), False)
+        if source == "file":
+            read_csv(path or Path(f"<catalog_path or ${ENV_CATALOG} unset>"))  # raises with the fix
+        tried.append(f"file ({path or 'no catalog_path / ' + ENV_CATALOG})")
+    if source in ("archive", "auto"):
+        try:
+            dest = fetch_archive(Path(cache_dir or ".") / "archive_cache", timeout_s=timeout_s)
+            raw = read_csv(dest)
+            return clean(raw), Provenance("archive", TAP_URL, sha256_file(dest), len(raw), False,
+                                          note=f"query: {TAP_QUERY}")
+        except CatalogError as exc:
+            if source == "archive":
+                raise
+            log.warning("catalog: archive unavailable: %s", exc)
+            tried.append("archive (offline)")
+    # synthetic (explicitly, or as the last resort of auto)
+    raise CatalogError(
+        "synthetic catalog population is not implemented yet (data-layer issue); "
+        + (f"tried: {', '.join(tried)}; " if tried else "")
+        + "set catalog_path to a PSCompPars CSV (e.g. ../shared/data/pscomppars_2025-12-15.csv)")

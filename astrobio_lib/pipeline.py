@@ -1,0 +1,489 @@
+"""Runs the notebooks of a run with papermill: ``python -m astrobio_lib.pipeline PARAMS.yaml``.
+
+A run folder ``outputs/<run>/`` is the unit of work. Running the same command again continues
+the run: notebooks already completed with the same parameters are skipped (``--force`` redoes
+them), and the training notebook resumes from its newest valid checkpoint.
+
+Failures are loud. A cell error, a dead kernel (the papermill CLI exits 138 and leaves no error
+banner) or a report without its completion marker marks the notebook ``failed`` in
+``index.html``, stops the run and exits non-zero naming the notebook and the cell.
+
+Parameters are strict: every key of the params file must be declared by the parameters cell of
+at least one notebook, with a compatible type, and must pass the library's validation
+(:mod:`astrobio_lib.config`). Otherwise nothing is executed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import datetime as dt
+import hashlib
+import html
+import json
+import logging
+import os
+import re
+import sys
+import time
+import typing
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from astrobio_lib import config as cfg_mod
+from astrobio_lib.config import ConfigError
+from astrobio_lib.report import COMPLETION_MARKER
+
+log = logging.getLogger("astrobio.pipeline")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+STATE_FILE = "pipeline_state.json"
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Names an annotation in a parameters cell may use.
+_ANNOTATION_NAMESPACE = {"Optional": typing.Optional, "List": typing.List, "Tuple": typing.Tuple,
+                         "Any": typing.Any, "int": int, "float": float, "str": str, "bool": bool}
+
+
+class PipelineError(RuntimeError):
+    """A notebook failed, or the run could not start."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NotebookParam:
+    name: str
+    annotation: str
+    type: Any
+    default: Any
+    help: str
+
+
+@dataclasses.dataclass
+class NotebookSpec:
+    name: str  # "03_training"
+    path: Path  # the percent-format .py source
+    params: dict[str, NotebookParam]
+    source_sha256: str
+
+
+# --------------------------------------------------------------------------- notebooks
+
+
+def parse_parameters_cell(source: str, where: str) -> dict[str, NotebookParam]:
+    """Returns the parameters declared by a parameters cell.
+
+    Each non-blank, non-comment line must read ``name: Type = literal  # help``.
+
+    Raises:
+        PipelineError: a line of another form, an unknown annotation, a non-literal default, or a
+            missing help comment.
+    """
+    params: dict[str, NotebookParam] = {}
+    for lineno, line in enumerate(source.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        code, sep, comment = line.partition("  #")
+        try:
+            node = ast.parse(code.strip()).body[0]
+        except (SyntaxError, IndexError) as exc:
+            raise PipelineError(f"{where}, parameters line {lineno}: cannot parse {line!r}: {exc}")
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and node.value is not None):
+            raise PipelineError(f"{where}, parameters line {lineno}: expected "
+                                f"'name: Type = literal  # help', got {line!r}")
+        annotation = ast.unparse(node.annotation)
+        if "|" in annotation:
+            raise PipelineError(f"{where}: {node.target.id}: write Optional[...] instead of "
+                                f"'{annotation}' (papermill's inspector misses 'X | None')")
+        try:
+            tp = eval(annotation, dict(_ANNOTATION_NAMESPACE))  # names limited to the table above
+            default = ast.literal_eval(node.value)
+        except Exception as exc:
+            raise PipelineError(f"{where}: {node.target.id}: annotation and default must be "
+                                f"simple types and a literal ({exc})") from exc
+        if not sep or not comment.strip():
+            raise PipelineError(f"{where}: {node.target.id} has no help comment "
+                                f"('{node.target.id}: {annotation} = ...  # what it does')")
+        params[node.target.id] = NotebookParam(node.target.id, annotation, tp, default,
+                                               comment.strip())
+    return params
+
+
+def read_notebook(path: Path):
+    """Returns the jupytext NotebookNode of a percent-format ``.py`` notebook."""
+    import jupytext
+
+    return jupytext.read(path)
+
+
+def load_spec(path: Path) -> NotebookSpec:
+    """Returns a notebook's declared parameters, after checking its required structure.
+
+    Raises:
+        PipelineError: no kernelspec, not exactly one parameters cell, or no completion-marker
+            cell at the end.
+    """
+    nb = read_notebook(path)
+    where = str(path)
+    if not nb.metadata.get("kernelspec", {}).get("name"):
+        raise PipelineError(f"{where} has no kernelspec header: papermill would fail with "
+                            f"'No kernel name found'. Add the jupytext header with kernelspec python3.")
+    param_cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    if len(param_cells) != 1:
+        raise PipelineError(f"{where}: expected exactly one cell tagged 'parameters', "
+                            f"found {len(param_cells)}")
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    if not code_cells or "completion-marker" not in code_cells[-1].metadata.get("tags", []):
+        raise PipelineError(f"{where}: the last code cell must be tagged 'completion-marker' "
+                            f"(so a report that stopped early never looks finished)")
+    return NotebookSpec(
+        name=path.stem, path=path,
+        params=parse_parameters_cell(param_cells[0].source, where),
+        source_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+    )
+
+
+def discover(notebooks_dir: Path = DEFAULT_NOTEBOOKS_DIR) -> list[NotebookSpec]:
+    """Returns the specs of ``NN_name.py`` notebooks in order."""
+    paths = sorted(notebooks_dir.glob("[0-9][0-9]_*.py"))
+    if not paths:
+        raise PipelineError(f"no notebooks (NN_name.py) found in {notebooks_dir}")
+    return [load_spec(p) for p in paths]
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def check_params(values: dict[str, Any], specs: Sequence[NotebookSpec], where: str) -> None:
+    """Refuses a params mapping that any notebook would not accept.
+
+    Raises:
+        ConfigError: a key declared by no notebook (naming the nearest declared key), a value
+            whose type does not fit the declaring notebook's annotation, or a value the
+            library's dataclasses reject.
+    """
+    declared: dict[str, tuple[str, NotebookParam]] = {}
+    for spec in specs:
+        for name, p in spec.params.items():
+            declared.setdefault(name, (spec.name, p))
+    for key, value in values.items():
+        if key not in declared:
+            near = cfg_mod.nearest_key(key, declared)
+            hint = f" — did you mean {near!r}?" if near else ""
+            raise ConfigError(f"unknown parameter {key!r} in {where}: no notebook declares it{hint}")
+        nb_name, p = declared[key]
+        if not cfg_mod.check_value_type(value, p.type):
+            raise ConfigError(f"{key}={value!r} in {where}: {nb_name} declares "
+                              f"'{key}: {p.annotation}' ({p.help})")
+    cfg_mod.from_mapping(values, where=where)
+
+
+def resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Returns ``values`` with relative path parameters made absolute against ``base``."""
+    fields = cfg_mod.all_fields()
+    out = dict(values)
+    for key, value in values.items():
+        info = fields.get(key)
+        if info is not None and info.path and isinstance(value, str) and value:
+            out[key] = str((base / value).resolve())
+    return out
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- run state
+
+
+@dataclasses.dataclass
+class NotebookState:
+    name: str
+    status: str = "pending"  # pending | running | completed | skipped | failed | interrupted
+    params_sha256: Optional[str] = None
+    source_sha256: Optional[str] = None
+    started: Optional[str] = None
+    duration_s: Optional[float] = None
+    error: Optional[str] = None
+
+
+def _load_state(run_dir: Path) -> dict[str, NotebookState]:
+    path = run_dir / STATE_FILE
+    if not path.exists():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+        return {k: NotebookState(**v) for k, v in raw["notebooks"].items()}
+    except (ValueError, KeyError, TypeError) as exc:
+        # A damaged state file only costs re-running notebooks; say so and continue.
+        log.warning("%s is unreadable (%s): every notebook will be re-run", path, exc)
+        return {}
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _save_state(run_dir: Path, states: dict[str, NotebookState]) -> None:
+    payload = {"notebooks": {k: dataclasses.asdict(v) for k, v in states.items()}}
+    _atomic_write(run_dir / STATE_FILE, json.dumps(payload, indent=2))
+
+
+def report_has_marker(path: Path, name: str) -> bool:
+    """True when an executed notebook's outputs contain its completion marker."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:
+        return False
+    expected = f"{COMPLETION_MARKER} {name}"
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            text = out.get("text", "") if out.get("output_type") == "stream" else ""
+            if expected in text:
+                return True
+    return False
+
+
+def write_index(run_dir: Path, run_name: str, params_file: str,
+                states: dict[str, NotebookState], order: Sequence[str]) -> None:
+    """Writes ``index.html``: one row per notebook with status, duration and report links."""
+    colour = {"completed": "#1a7f37", "skipped": "#1a7f37", "failed": "#cf222e",
+              "interrupted": "#cf222e", "running": "#9a6700", "pending": "#57606a"}
+    rows = []
+    for name in order:
+        st = states.get(name, NotebookState(name))
+        links = []
+        for ext in ("html", "ipynb"):
+            if (run_dir / f"{name}.{ext}").exists():
+                links.append(f'<a href="{name}.{ext}">{ext}</a>')
+        status = st.status if st.status != "skipped" else "completed (skipped: done earlier)"
+        dur = f"{st.duration_s:.1f} s" if st.duration_s is not None else ""
+        err = f"<pre>{html.escape(st.error)}</pre>" if st.error else ""
+        rows.append(
+            f"<tr><td>{html.escape(name)}</td>"
+            f"<td style='color:{colour.get(st.status, '#000')};font-weight:bold'>{html.escape(status)}</td>"
+            f"<td>{dur}</td><td>{' · '.join(links)}</td><td>{err}</td></tr>")
+    now = dt.datetime.now().isoformat(timespec="seconds")
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>astrobio run {html.escape(run_name)}</title>
+<style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:.3em .8em;border-bottom:1px solid #ddd;
+text-align:left;vertical-align:top}} pre{{white-space:pre-wrap;max-width:60em;margin:0}}</style></head>
+<body><h1>astrobio run <code>{html.escape(run_name)}</code></h1>
+<p>params: <code>{html.escape(params_file)}</code> · updated {now} · log: <a href="run.log">run.log</a></p>
+<table><tr><th>notebook</th><th>status</th><th>duration</th><th>report</th><th>error</th></tr>
+{''.join(rows)}
+</table></body></html>
+"""
+    _atomic_write(run_dir / "index.html", page)
+
+
+def _export_html(ipynb: Path) -> None:
+    """Writes a static HTML copy of an executed report beside it (viewable without Jupyter)."""
+    try:
+        import nbformat
+        from nbconvert import HTMLExporter
+
+        body, _ = HTMLExporter().from_notebook_node(nbformat.read(ipynb, as_version=4))
+        ipynb.with_suffix(".html").write_text(body)
+    except Exception as exc:  # the .ipynb report is the product; a missing HTML copy is not fatal
+        log.warning("could not export %s to HTML: %s", ipynb.name, exc)
+
+
+def _failed_cell(ipynb: Path) -> str:
+    """Returns a description of the cell that was running when the kernel died."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(ipynb, as_version=4)
+    except Exception:
+        return "unknown cell"
+    for i, cell in enumerate(nb.cells):
+        if cell.get("metadata", {}).get("papermill", {}).get("status") == "running":
+            first = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
+            return f"cell {i} ({first[:60]!r})"
+    return "unknown cell"
+
+
+# --------------------------------------------------------------------------- running
+
+
+def select(specs: Sequence[NotebookSpec], only: Optional[Sequence[str]],
+           start: Optional[str]) -> list[NotebookSpec]:
+    """Returns the notebooks chosen by ``--only`` / ``--from`` (names, prefixes like '03')."""
+
+    def find(token: str) -> int:
+        hits = [i for i, s in enumerate(specs)
+                if s.name == token or s.name.startswith(token) or s.name.split("_", 1)[1] == token]
+        if len(hits) != 1:
+            names = ", ".join(s.name for s in specs)
+            raise PipelineError(f"notebook {token!r} matches {len(hits)} notebooks; choose from {names}")
+        return hits[0]
+
+    chosen = list(range(len(specs)))
+    if start:
+        chosen = [i for i in chosen if i >= find(start)]
+    if only:
+        wanted = {find(t) for t in only}
+        chosen = [i for i in chosen if i in wanted]
+    return [specs[i] for i in chosen]
+
+
+def _setup_logging(run_dir: Path) -> logging.Handler:
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    file_handler = logging.FileHandler(run_dir / "run.log")
+    file_handler.setFormatter(fmt)
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    root.addHandler(file_handler)
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               for h in root.handlers):
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(fmt)
+        root.addHandler(console)
+    return file_handler
+
+
+def run_pipeline(params_file: str | Path, run_name: Optional[str] = None, *,
+                 outputs_dir: str | Path = "outputs",
+                 notebooks_dir: str | Path = DEFAULT_NOTEBOOKS_DIR,
+                 only: Optional[Sequence[str]] = None, start: Optional[str] = None,
+                 force: bool = False) -> dict[str, NotebookState]:
+    """Executes the notebooks of a run in order and returns each one's final state.
+
+    Raises:
+        ConfigError: the params file is malformed or names an unknown/invalid parameter
+            (raised before any notebook runs).
+        PipelineError: a notebook failed; its state is ``failed`` in ``index.html``.
+    """
+    import papermill as pm
+    from nbclient.exceptions import DeadKernelError
+
+    params_file = Path(params_file)
+    notebooks_dir = Path(notebooks_dir).resolve()
+    specs = discover(notebooks_dir)
+    values = cfg_mod.load_yaml(params_file)
+    check_params(values, specs, where=str(params_file))  # before anything is executed or written
+
+    run_name = run_name or params_file.stem
+    if not _RUN_NAME.match(run_name):
+        raise PipelineError(f"run name {run_name!r}: use letters, digits, '.', '_' and '-'")
+    run_dir = (Path(outputs_dir) / run_name).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    values = resolve_paths(values, Path.cwd())
+    values["run_dir"] = str(run_dir)
+    (run_dir / "params.yaml").write_text(
+        f"# resolved from {params_file}\n" + __import__("yaml").safe_dump(values, sort_keys=True))
+
+    handler = _setup_logging(run_dir)
+    order = [s.name for s in specs]
+    states = _load_state(run_dir)
+    for name in order:
+        states.setdefault(name, NotebookState(name))
+    chosen = select(specs, only, start)
+    log.info("run %s: %s (params %s)", run_name, run_dir, params_file)
+    try:
+        for spec in chosen:
+            nb_params = {k: v for k, v in values.items() if k in spec.params}
+            params_sha = _digest(nb_params)
+            out = run_dir / f"{spec.name}.ipynb"
+            st = states[spec.name]
+            done = (st.status in ("completed", "skipped") and st.params_sha256 == params_sha
+                    and out.exists() and report_has_marker(out, spec.name))
+            if done and not force:
+                if st.source_sha256 != spec.source_sha256:
+                    log.warning("%s: source changed since it completed; skipped anyway "
+                                "(use --force --only %s to redo it)", spec.name, spec.name)
+                log.info("%s: completed earlier with the same parameters — skipped "
+                         "(--force to redo)", spec.name)
+                st.status = "skipped"
+                _save_state(run_dir, states)
+                write_index(run_dir, run_name, str(params_file), states, order)
+                continue
+
+            st.status, st.error = "running", None
+            st.params_sha256, st.source_sha256 = params_sha, spec.source_sha256
+            st.started = dt.datetime.now().isoformat(timespec="seconds")
+            st.duration_s = None
+            _save_state(run_dir, states)
+            write_index(run_dir, run_name, str(params_file), states, order)
+            log.info("%s: executing with %s", spec.name, nb_params)
+            t0 = time.monotonic()
+            try:
+                pm.execute_notebook(
+                    read_notebook(spec.path), str(out), parameters=nb_params,
+                    log_output=True, progress_bar=False, cwd=str(notebooks_dir),
+                    request_save_on_cell_execute=True, start_timeout=120,
+                    kernel_name=None,
+                )
+                if not report_has_marker(out, spec.name):
+                    raise PipelineError(
+                        f"{spec.name} ended without its completion marker (a cell called "
+                        f"sys.exit() or the marker cell did not run): report {out}")
+                st.status = "completed"
+            except DeadKernelError as exc:
+                st.status = "failed"
+                st.error = f"kernel died in {_failed_cell(out)}: {exc}"
+            except pm.PapermillExecutionError as exc:
+                st.status = "failed"
+                st.error = (f"cell {exc.cell_index} (execution count {exc.exec_count}) raised "
+                            f"{exc.ename}: {exc.evalue}")
+            except PipelineError as exc:
+                st.status = "failed"
+                st.error = str(exc)
+            except KeyboardInterrupt:
+                st.status, st.error = "interrupted", "interrupted by the user (Ctrl-C)"
+                raise
+            except Exception as exc:  # kernel start failures, I/O errors: still a failed notebook
+                st.status = "failed"
+                st.error = f"{type(exc).__name__}: {exc}"
+            finally:
+                st.duration_s = round(time.monotonic() - t0, 2)
+                _save_state(run_dir, states)
+                if out.exists():
+                    _export_html(out)
+                write_index(run_dir, run_name, str(params_file), states, order)
+            if st.status == "failed":
+                raise PipelineError(f"notebook {spec.name} failed: {st.error}\n"
+                                    f"  report: {out}\n  index:  {run_dir / 'index.html'}")
+            log.info("%s: completed in %.1f s", spec.name, st.duration_s)
+        log.info("run %s finished: %s", run_name, run_dir / "index.html")
+        return states
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m astrobio_lib.pipeline",
+        description="Run the astrobio notebooks with papermill into outputs/<run>/. Running the "
+                    "same command again continues the run.")
+    parser.add_argument("params", help="params YAML file, e.g. params/smoke.yaml")
+    parser.add_argument("--run-name", help="run folder name under outputs/ (default: params file stem)")
+    parser.add_argument("--only", nargs="+", metavar="NB", help="run only these notebooks (e.g. 03)")
+    parser.add_argument("--from", dest="start", metavar="NB", help="start at this notebook")
+    parser.add_argument("--force", action="store_true", help="re-run notebooks that completed")
+    parser.add_argument("--outputs", default="outputs", help="parent folder of run folders")
+    parser.add_argument("--notebooks-dir", default=str(DEFAULT_NOTEBOOKS_DIR), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        run_pipeline(args.params, args.run_name, outputs_dir=args.outputs,
+                     notebooks_dir=args.notebooks_dir, only=args.only, start=args.start,
+                     force=args.force)
+    except (ConfigError, PipelineError) as exc:
+        print(f"astrobio pipeline: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

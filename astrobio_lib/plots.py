@@ -1,0 +1,38 @@
+"""Plots the reports share. Each function draws on a given matplotlib Axes and returns it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from astrobio_lib.data import habitability as hab
+
+
+def hz_plane(ax, catalog: pd.DataFrame, labels: pd.DataFrame):
+    """Planets on the T_eff-insolation plane with the Kopparapu et al. 2014 HZ boundaries.
+
+    Rocky-sized planets (R <= 1.6 R_earth) are highlighted; the x axis runs from high to low
+    insolation as is customary.
+    """
+    teff = np.linspace(*hab.TEFF_VALID_K, 200)
+    styles = {"recent_venus": ("optimistic inner (recent Venus)", "--"),
+              "runaway_greenhouse_1me": ("conservative inner (runaway greenhouse)", "-"),
+              "maximum_greenhouse": ("conservative outer (maximum greenhouse)", "-"),
+              "early_mars": ("optimistic outer (early Mars)", "--")}
+    for name, (label, ls) in styles.items():
+        ax.plot(hab.s_eff(name, teff), teff, ls, color="tab:green", lw=1.2, label=label)
+    rocky = labels["rocky"].fillna(False).to_numpy(bool)
+    ax.scatter(catalog["pl_insol"][~rocky], catalog["st_teff"][~rocky], s=3, c="0.7",
+               label="other planets")
+    ax.scatter(catalog["pl_insol"][rocky], catalog["st_teff"][rocky], s=8, c="tab:blue",
+               label="rocky-sized (R ≤ 1.6 R⊕)")
+    ax.set_xscale("log")
+    ax.set_xlim(20, 0.05)
+    ax.set_ylim(2300, 7500)
+    ax.axhspan(2300, hab.TEFF_VALID_K[0], color="0.9", zorder=0)
+    ax.axhspan(hab.TEFF_VALID_K[1], 7500, color="0.9", zorder=0)
+    ax.set_xlabel("insolation S (S⊕)")
+    ax.set_ylabel("stellar effective temperature T_eff (K)")
+    ax.set_title("Planets and the Kopparapu et al. 2014 habitable zone (grey: outside the fit)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return ax

@@ -1,0 +1,41 @@
+"""Small helpers the notebooks share for their verdict and completion-marker cells."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+COMPLETION_MARKER = "ASTROBIO-NOTEBOOK-COMPLETE"
+STATUSES = ("ok", "warn", "fail")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of a verdict table."""
+
+    item: str
+    status: str  # ok | warn | fail
+    detail: str
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"Check {self.item!r}: status {self.status!r} must be one of {STATUSES}")
+
+
+def verdict_table(checks: Sequence[Check]) -> str:
+    """Returns a fixed-width text table of checks (reads well in logs and executed reports)."""
+    width = max([len(c.item) for c in checks] + [4])
+    lines = [f"{'item':<{width}}  status  detail", f"{'-' * width}  ------  ------"]
+    lines += [f"{c.item:<{width}}  {c.status:<6}  {c.detail}" for c in checks]
+    return "\n".join(lines)
+
+
+def overall(checks: Iterable[Check]) -> str:
+    """Returns the worst status among ``checks``: fail > warn > ok."""
+    statuses = {c.status for c in checks}
+    return "fail" if "fail" in statuses else "warn" if "warn" in statuses else "ok"
+
+
+def completion_marker(notebook: str) -> None:
+    """Prints the line the pipeline runner looks for at the end of a report."""
+    print(f"{COMPLETION_MARKER} {notebook}", flush=True)

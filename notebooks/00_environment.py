@@ -1,0 +1,68 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · Environment
+# What can this machine run? Python, CPU and RAM, free disk at the run folder, the torch build,
+# every GPU (memory, compute capability, bf16), torch.distributed backends, bitsandbytes 8-bit
+# optimizers, flash-attn, PyG, Weights & Biases (mode, and whether a key is present — never its
+# value), papermill and jupytext. It ends with a verdict per item and the precision and attention
+# backend to use on this hardware. The same report: `python -m astrobio_lib.environment`.
+
+# %% tags=["parameters"]
+run_dir: str = "../outputs/notebook_defaults"  # run folder: every product of the run is written here
+seed: int = 0  # global random seed (data split, init, sampling)
+min_free_disk_gb: float = 1.0  # fail when the run folder's disk has less free space (GB)
+require_gpu: bool = False  # fail instead of warn when no CUDA GPU is found
+
+# %%
+from pathlib import Path
+
+from astrobio_lib import config, environment
+from astrobio_lib.report import completion_marker
+
+cfg = config.from_namespace(globals())
+run_path = Path(cfg.run.run_dir)
+run_path.mkdir(parents=True, exist_ok=True)
+
+# %% [markdown]
+# ## Checks
+
+# %%
+report = environment.collect(run_path, cfg.environment.min_free_disk_gb, cfg.environment.require_gpu)
+print(report.to_text())
+print("\nwrote", environment.write_json(report, run_path))
+
+# %% [markdown]
+# ## GPUs
+
+# %%
+import pandas as pd
+
+pd.DataFrame(report.facts["gpus"]) if report.facts["gpus"] else print("No CUDA GPU visible.")
+
+# %% [markdown]
+# ## Verdict
+# `fail` on any item stops the pipeline here; `warn` items are shown above with the reason.
+
+# %%
+print(f"environment verdict: {report.verdict.upper()}  "
+      f"(precision {report.recommended_precision}, attention {report.recommended_attention})")
+failed = [c.item for c in report.checks if c.status == "fail"]
+if failed:
+    raise RuntimeError(f"environment check failed for: {', '.join(failed)} — see the table above")
+
+# %% tags=["completion-marker"]
+completion_marker("00_environment")

@@ -1,0 +1,220 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from astrobio_lib import pipeline
+from astrobio_lib.config import ConfigError
+from astrobio_lib.pipeline import PipelineError, check_params, discover, parse_parameters_cell
+
+from .conftest import REPO, make_notebook
+
+PARAM_FILES = sorted((REPO / "params").glob("*.yaml"))
+
+
+def run_cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "astrobio_lib.pipeline", *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def test_parse_parameters_cell():
+    params = parse_parameters_cell(
+        'max_steps: int = 20  # optimizer steps\n'
+        '# a comment line\n'
+        'catalog_path: Optional[str] = None  # local CSV\n', "nb")
+    assert params["max_steps"].default == 20 and params["max_steps"].help == "optimizer steps"
+    assert params["catalog_path"].annotation == "Optional[str]"
+
+
+@pytest.mark.parametrize("line, pattern", [
+    ("x: int | None = None  # help", "Optional"),
+    ("x: int = 3", "no help comment"),
+    ("x = 3  # help", "expected 'name: Type = literal"),
+    ("x: int = foo()  # help", "literal"),
+])
+def test_parameters_cell_lint(line, pattern):
+    with pytest.raises(PipelineError, match=pattern):
+        parse_parameters_cell(line, "nb")
+
+
+@pytest.mark.parametrize("params_file", PARAM_FILES, ids=lambda p: p.name)
+def test_every_params_file_is_accepted(params_file):
+    from astrobio_lib.config import load_yaml
+
+    check_params(load_yaml(params_file), discover(), str(params_file))
+
+
+def test_params_files_exist():
+    assert {p.name for p in PARAM_FILES} >= {"smoke.yaml", "single_gpu_24gb.yaml",
+                                             "runpod_2xa5000.yaml", "seeds_full_17b.yaml"}
+
+
+def test_wrong_type_names_the_declaring_notebook():
+    with pytest.raises(ConfigError, match=r"max_steps='many'.*03_training declares 'max_steps: int'"):
+        check_params({"max_steps": "many"}, discover(), "p.yaml")
+
+
+def test_misspelled_key_stops_the_cli_before_any_notebook(tmp_path):
+    values = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
+    values["max_step"] = values.pop("max_steps")
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(yaml.safe_dump(values))
+    res = run_cli(bad, "--outputs", tmp_path / "outputs")
+    assert res.returncode != 0
+    assert "max_step" in res.stderr and "did you mean 'max_steps'" in res.stderr
+    assert not (tmp_path / "outputs").exists(), "nothing may be written before the check passes"
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+def _index_status(run_dir: Path, name: str) -> str:
+    html = (run_dir / "index.html").read_text()
+    row = html.split(f"<td>{name}</td>", 1)[1].split("</tr>", 1)[0]
+    return row
+
+
+@pytest.mark.slow
+def test_raising_notebook_fails_loudly(tmp_path):
+    nbs = tmp_path / "notebooks"
+    make_notebook(nbs, "00_ok", params="seed: int = 0  # seed\n")
+    make_notebook(nbs, "01_raises", body='raise ValueError("planet table is on fire")')
+    make_notebook(nbs, "02_never", body="print('must not run')")
+    params = tmp_path / "p.yaml"
+    params.write_text("seed: 1\n")
+    res = run_cli(params, "--outputs", tmp_path / "out", "--notebooks-dir", nbs)
+    assert res.returncode == 1
+    assert "01_raises failed" in res.stderr and "ValueError: planet table is on fire" in res.stderr
+    assert "cell" in res.stderr
+    run_dir = tmp_path / "out" / "p"
+    assert "failed" in _index_status(run_dir, "01_raises")
+    assert "completed" in _index_status(run_dir, "00_ok")
+    assert "pending" in _index_status(run_dir, "02_never")
+    assert not (run_dir / "02_never.ipynb").exists()
+    state = json.loads((run_dir / "pipeline_state.json").read_text())["notebooks"]
+    assert state["01_raises"]["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_killed_kernel_fails_loudly(tmp_path):
+    nbs = tmp_path / "notebooks"
+    make_notebook(nbs, "00_killed", body="import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    params = tmp_path / "p.yaml"
+    params.write_text("{}\n")
+    res = run_cli(params, "--outputs", tmp_path / "out", "--notebooks-dir", nbs)
+    assert res.returncode == 1
+    assert "00_killed failed" in res.stderr and "kernel died" in res.stderr
+    assert "failed" in _index_status(tmp_path / "out" / "p", "00_killed")
+
+
+@pytest.mark.slow
+def test_early_exit_without_marker_fails(tmp_path):
+    nbs = tmp_path / "notebooks"
+    make_notebook(nbs, "00_exits", body="import sys\nsys.exit(0)")
+    params = tmp_path / "p.yaml"
+    params.write_text("{}\n")
+    res = run_cli(params, "--outputs", tmp_path / "out", "--notebooks-dir", nbs)
+    assert res.returncode == 1
+    assert "without its completion marker" in res.stderr
+
+
+def test_notebook_without_marker_cell_is_refused(tmp_path):
+    path = make_notebook(tmp_path, "00_x")
+    path.write_text(path.read_text().replace('tags=["completion-marker"]', ""))
+    with pytest.raises(PipelineError, match="completion-marker"):
+        pipeline.load_spec(path)
+
+
+def test_notebook_without_kernelspec_is_refused(tmp_path):
+    path = make_notebook(tmp_path, "00_x")
+    path.write_text(path.read_text().replace("kernelspec", "nothing"))
+    with pytest.raises(PipelineError, match="No kernel name found"):
+        pipeline.load_spec(path)
+
+
+# ----------------------------------------------------------------------------- continuing
+
+
+@pytest.mark.slow
+def test_rerun_skips_completed_and_force_redoes(tmp_path):
+    nbs = tmp_path / "notebooks"
+    counter = tmp_path / "count.txt"
+    body = f"""
+    from pathlib import Path
+    p = Path({str(counter)!r})
+    p.write_text(str(int(p.read_text()) + 1 if p.exists() else 1))
+    """
+    make_notebook(nbs, "00_count", body=body, params="seed: int = 0  # seed\n")
+    params = tmp_path / "p.yaml"
+    params.write_text("seed: 1\n")
+    kw = dict(outputs_dir=tmp_path / "out", notebooks_dir=nbs)
+    states = pipeline.run_pipeline(params, **kw)
+    assert states["00_count"].status == "completed" and counter.read_text() == "1"
+    states = pipeline.run_pipeline(params, **kw)
+    assert states["00_count"].status == "skipped" and counter.read_text() == "1"
+    states = pipeline.run_pipeline(params, force=True, **kw)
+    assert states["00_count"].status == "completed" and counter.read_text() == "2"
+    params.write_text("seed: 2\n")  # other parameters: not the same work, so it runs again
+    pipeline.run_pipeline(params, **kw)
+    assert counter.read_text() == "3"
+    html = (tmp_path / "out" / "p" / "index.html").read_text()
+    assert "00_count.ipynb" in html and "00_count.html" in html
+    assert (tmp_path / "out" / "p" / "run.log").read_text().count("00_count: executing") == 3
+
+
+def test_select_only_and_from():
+    specs = discover()
+    names = [s.name for s in pipeline.select(specs, ["03"], None)]
+    assert names == ["03_training"]
+    names = [s.name for s in pipeline.select(specs, None, "02_memory_budget")]
+    assert names == ["02_memory_budget", "03_training", "04_evaluation"]
+    assert [s.name for s in pipeline.select(specs, ["evaluation"], None)] == ["04_evaluation"]
+    with pytest.raises(PipelineError, match="matches 0 notebooks"):
+        pipeline.select(specs, ["99"], None)
+
+
+# ----------------------------------------------------------------------------- real notebooks
+
+
+@pytest.mark.slow
+def test_help_notebook_lists_every_parameter(tmp_path):
+    import jupytext
+
+    for spec in discover():
+        ipynb = tmp_path / f"{spec.name}.ipynb"
+        jupytext.write(jupytext.read(spec.path), ipynb)
+        res = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", str(ipynb)],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        # one block per parameter: "  name: type (default ...)" plus wrapped help lines
+        blocks, current = {}, None
+        for ln in res.stdout.splitlines():
+            if ln.startswith("  ") and not ln.startswith("   ") and ":" in ln:
+                current = ln.strip().split(":", 1)[0]
+                blocks[current] = ln
+            elif current and ln.startswith("   "):
+                blocks[current] += " " + ln.strip()
+        for name, p in spec.params.items():
+            assert name in blocks, f"{spec.name}: {name} missing from --help-notebook"
+            text = " ".join(blocks[name].split())
+            assert f"{name}: {p.annotation} (default" in text and p.help in text, text
+
+
+@pytest.mark.slow
+def test_real_environment_notebook_through_the_runner(tmp_path):
+    params = tmp_path / "env.yaml"
+    params.write_text("min_free_disk_gb: 0.001\n")
+    res = run_cli(params, "--outputs", tmp_path / "out", "--only", "00")
+    assert res.returncode == 0, res.stderr[-2000:]
+    run_dir = tmp_path / "out" / "env"
+    assert pipeline.report_has_marker(run_dir / "00_environment.ipynb", "00_environment")
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert {c["item"] for c in env["checks"]} >= {"python", "torch", "bitsandbytes", "wandb"}
+    assert "completed" in _index_status(run_dir, "00_environment")
+    assert "pending" in _index_status(run_dir, "01_data_validation")
