@@ -223,7 +223,7 @@ def collect(run_dir: Optional[str | Path] = None, min_free_disk_gb: float = 1.0,
                          ("jupytext", "jupytext")):
         v = _version(module)
         f[module] = v
-        checks.append(Check(name, "ok" if v else "fail", v or f"not installed; run `make venv`"))
+        checks.append(Check(name, "ok" if v else "fail", v or "not installed; run `make venv`"))
 
     wb = wandb_status()
     f["wandb"] = wb

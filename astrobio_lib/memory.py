@@ -37,8 +37,8 @@ DEVICES: dict[str, Device] = {
     )
 }
 
-# The seeds' stated component sizes (parameters). Counts of our own presets come from building
-# the models on the meta device (models issue); these are the design documents' numbers.
+# The seeds' stated component sizes (parameters), for comparison with our presets, whose counts
+# come from building them on the meta device (astrobio_lib.models.presets).
 SEEDS_STATED_PARAMETERS = {"llm": 13.14e9, "graph_vae": 1.2e9, "datacube_cnn": 2.5e9}
 
 _WEIGHT_BYTES = {"fp32": 4, "bf16-mixed": 4, "fp16-mixed": 4, "bf16": 2}

@@ -88,7 +88,7 @@ def parse_parameters_cell(source: str, where: str) -> dict[str, NotebookParam]:
         try:
             node = ast.parse(code.strip()).body[0]
         except (SyntaxError, IndexError) as exc:
-            raise PipelineError(f"{where}, parameters line {lineno}: cannot parse {line!r}: {exc}")
+            raise PipelineError(f"{where}, parameters line {lineno}: cannot parse {line!r}: {exc}") from exc
         if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
                 and node.value is not None):
             raise PipelineError(f"{where}, parameters line {lineno}: expected "

@@ -18,7 +18,6 @@ NA), never extrapolated.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import pandas as pd

@@ -13,7 +13,7 @@ def test_no_host_in_two_splits_and_fractions():
     hosts = _hosts()
     split = split_by_host(hosts, (0.7, 0.15, 0.15), seed=3)
     by_host = {}
-    for h, s in zip(hosts, split):
+    for h, s in zip(hosts, split, strict=True):
         assert by_host.setdefault(h, s) == s
     frac = {s: np.mean(split == s) for s in ("train", "val", "test")}
     assert frac["train"] == pytest.approx(0.7, abs=0.05)
