@@ -80,6 +80,14 @@ class DataConfig:
                                 min=0.0, max=0.5)
     test_fraction: float = param(0.15, "fraction of planets (grouped by host) for the test split",
                                  min=0.0, max=0.5)
+    n_planets: int = param(256, "planets to build with every modality (0: all); positives and "
+                           "climate-domain planets are always kept", min=0)
+    climate_domain: str = param("core", "CLERO input domain a planet must lie in for a datacube: "
+                                "core | extended", choices=("core", "extended"))
+    metabolic_model: str = param("textbook", "cobra model for the metabolic graphs: textbook | "
+                                 "iJO1366 | salmonella", choices=("textbook", "iJO1366", "salmonella"))
+    text_max_len: int = param(256, "tokens per planet description (byte-level)", min=16, max=4096)
+    shard_size: int = param(128, "planets per dataset shard file", min=1)
 
 
 @dataclass

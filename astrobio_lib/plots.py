@@ -36,3 +36,34 @@ def hz_plane(ax, catalog: pd.DataFrame, labels: pd.DataFrame):
     ax.set_title("Planets and the Kopparapu et al. 2014 habitable zone (grey: outside the fit)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
+
+
+def datacube_level_map(ax, cube, lat, lon, level: int = 0, title: str = ""):
+    """Temperature (K) at one model level of a datacube [variable, level, lat, lon] on a lat-lon map
+    (0° longitude = substellar point)."""
+    im = ax.pcolormesh(lon, lat, np.asarray(cube)[0, level], cmap="coolwarm", shading="nearest")
+    ax.figure.colorbar(im, ax=ax, label="temperature (K)")
+    ax.set_xlabel("longitude from the substellar point (°)")
+    ax.set_ylabel("latitude (°)")
+    ax.set_title(title or f"temperature at model level {level}")
+    return ax
+
+
+def spectrum_features(ax, wavelength_um, spectrum_sigma, title: str = ""):
+    """A transmission spectrum as features above its median, in units of the noise (σ), with the
+    gas bands of the forward model marked."""
+    from astrobio_lib.data.spectra import BANDS_UM
+
+    ax.plot(wavelength_um, spectrum_sigma, ".-", lw=1)
+    colours = dict(zip(BANDS_UM, ["tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange"], strict=True))
+    for gas, centres in BANDS_UM.items():
+        for c in centres:
+            if wavelength_um[0] <= c <= wavelength_um[-1]:
+                ax.axvline(c, color=colours[gas], alpha=0.3, lw=3)
+        ax.plot([], [], color=colours[gas], lw=3, alpha=0.5, label=gas)
+    ax.set_xscale("log")
+    ax.set_xlabel("wavelength (µm)")
+    ax.set_ylabel("transit depth − median (σ of noise)")
+    ax.set_title(title or "transmission spectrum (SYNTHETIC: analytic model + JWST-like noise)")
+    ax.legend(fontsize=7, ncol=5)
+    return ax

@@ -36,6 +36,20 @@ def overall(checks: Iterable[Check]) -> str:
     return "fail" if "fail" in statuses else "warn" if "warn" in statuses else "ok"
 
 
+def data_banner(run_dir) -> str:
+    """Returns the one-line data provenance of a run (which catalog, real or SYNTHETIC), for the
+    top of every report; says so when the run has no dataset yet."""
+    import json
+    from pathlib import Path
+
+    path = Path(run_dir) / "data" / "catalog_provenance.json"
+    if not path.is_file():
+        return "data: no dataset built for this run yet (run 01_data_validation)"
+    prov = json.loads(path.read_text())
+    tag = "SYNTHETIC DATA — not real planets" if prov.get("synthetic") else "real data"
+    return f"data: catalog {prov['source']} ({tag}), {prov['rows']} planets, sha256 {prov['sha256'][:12]}…"
+
+
 def completion_marker(notebook: str) -> None:
     """Prints the line the pipeline runner looks for at the end of a report."""
     print(f"{COMPLETION_MARKER} {notebook}", flush=True)

@@ -15,13 +15,14 @@
 
 # %% [markdown]
 # # 01 · Data validation
-# Which planets does this run learn from, and can their labels be trusted? This report loads the
-# NASA Exoplanet Archive PSCompPars table (from a local snapshot, or the archive when online),
-# derives stellar luminosity and missing insolations, labels every planet with published physics
-# (Kopparapu et al. 2014 habitable zone, Rogers 2015 rocky size, PHL criteria, ESI as a feature,
-# and Monte-Carlo soft labels over the error bars), splits by host system, and writes
-# `data/labels.csv` into the run folder. The source used is shown first: synthetic data is always
-# labelled synthetic.
+# Which planets does this run learn from, and can their data and labels be trusted? This report
+# checks every data source, loads the NASA Exoplanet Archive PSCompPars table (a local snapshot,
+# or the archive when online, or — only when neither exists — a SYNTHETIC population), labels
+# every planet with published physics (Kopparapu et al. 2014 habitable zone, Rogers 2015 rocky
+# size, PHL criteria, ESI as a feature, Monte-Carlo soft labels over the error bars), splits by
+# host system, builds the multimodal dataset (climate datacubes from the CLERO emulator,
+# metabolic graphs from cobra, transmission spectra, text) and validates it. The catalog source
+# is printed first; anything synthetic says so.
 
 # %%
 from typing import Optional  # the parameters cell's annotations need it
@@ -34,8 +35,14 @@ catalog_path: Optional[str] = None  # local PSCompPars CSV; None: env ASTROBIO_C
 label_mc_samples: int = 256  # Monte-Carlo draws per planet for the soft label P(habitable)
 val_fraction: float = 0.15  # fraction of planets (grouped by host) for validation
 test_fraction: float = 0.15  # fraction of planets (grouped by host) for the test split
+n_planets: int = 256  # planets to build with every modality (0: all); positives and climate-domain planets are always kept
+climate_domain: str = "core"  # CLERO input domain a planet must lie in for a datacube: core | extended
+metabolic_model: str = "textbook"  # cobra model for the metabolic graphs: textbook | iJO1366 | salmonella
+text_max_len: int = 256  # tokens per planet description (byte-level)
+shard_size: int = 128  # planets per dataset shard file
 
 # %%
+import logging
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -43,14 +50,26 @@ import pandas as pd
 
 from astrobio_lib import config, plots
 from astrobio_lib.data import catalog as cat
-from astrobio_lib.data.build import write_labels
+from astrobio_lib.data import sources
+from astrobio_lib.data.build import build_dataset
+from astrobio_lib.data.loader import PlanetDataset
+from astrobio_lib.data.validate import validate_dataset
 from astrobio_lib.report import completion_marker
 
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
+pd.set_option("display.max_colwidth", 120)
 cfg = config.from_namespace(globals())
 data_dir = Path(cfg.run.run_dir) / "data"
-planets, provenance = cat.load_catalog(cfg.data.catalog_source, cfg.data.catalog_path,
-                                       cache_dir=data_dir)
+planets, provenance = cat.load_catalog(cfg.data.catalog_source, cfg.data.catalog_path, cache_dir=data_dir)
 print(provenance.banner())
+
+# %% [markdown]
+# ## Sources
+# Each source of the seeds is registered with the same interface; `ok` means it can deliver data
+# here. Offline is normal: the run uses local data and says so.
+
+# %%
+pd.DataFrame(sources.status_table())[["source", "modality", "access", "status", "detail"]]
 
 # %% [markdown]
 # ## Catalog
@@ -64,23 +83,25 @@ print(f"{len(planets)} planets around {planets['hostname'].nunique()} host syste
 cat.summary(planets).round(3)
 
 # %% [markdown]
-# ## Labels and host-grouped splits
+# ## Build: labels for every planet, then the multimodal dataset
 
 # %%
-labels = write_labels(planets, provenance, cfg.data, cfg.run.seed, data_dir)
-prevalence = pd.DataFrame({
-    name: {"true": int((labels[name] == True).sum()), "false": int((labels[name] == False).sum()),  # noqa: E712
-           "undetermined": int(labels[name].isna().sum())}
-    for name in ["hz_conservative", "hz_optimistic", "rocky", "habitable_phl", "habitable"]}).T
+manifest = build_dataset(planets, provenance, cfg.data, cfg.run.seed, data_dir)
+labels = pd.read_csv(data_dir / "labels.csv")
+print(f"{'reused' if manifest['reused'] else 'built'} in {manifest['build_seconds']} s: "
+      f"{manifest['coverage']['planets']} planets with every modality where available; "
+      f"labels.csv for all {len(labels)} catalog planets")
+pd.DataFrame(manifest["modalities"]).T[["source", "synthetic", "note"]]
+
+# %%
+label_cols = ["hz_conservative", "hz_optimistic", "rocky", "habitable_phl", "habitable"]
+prevalence = pd.DataFrame({c: {"true": int((labels[c] == True).sum()), "false": int((labels[c] == False).sum()),  # noqa: E712
+                               "undetermined": int(labels[c].isna().sum())} for c in label_cols}).T
 prevalence["prevalence_%"] = (100 * prevalence["true"] / (prevalence["true"] + prevalence["false"])).round(2)
-print(f"wrote {data_dir / 'labels.csv'} ({len(labels)} rows)")
+print(f"dataset subset: {manifest['prevalence']['subset_habitable_%']}% habitable "
+      f"({'enriched: all positives kept' if manifest['prevalence']['subset_enriched'] else 'whole catalog'}); "
+      f"catalog: {manifest['prevalence']['catalog_habitable_%']}%")
 prevalence
-
-# %%
-split_table = labels.groupby("split").agg(planets=("pl_name", "size"), hosts=("hostname", "nunique"),
-                                          habitable=("habitable", lambda s: int((s == True).sum())),  # noqa: E712
-                                          sum_p_habitable=("p_habitable", "sum"))
-split_table.round(2)
 
 # %% [markdown]
 # ## The Teff–insolation plane
@@ -109,6 +130,39 @@ print(f"{len(rocky_optimistic)} rocky-sized planets in the optimistic HZ")
 rocky_optimistic.sort_values("esi", ascending=False)[cols].round(3)
 
 # %% [markdown]
+# ## Validation report
+# `fatal` findings make the loader refuse the data; `warn` and `info` give context.
+
+# %%
+report = validate_dataset(data_dir)
+report.to_frame()
+
+# %% [markdown]
+# ## One planet's modalities
+
+# %%
+dataset = PlanetDataset(data_dir)
+with_cube = [i for i in range(len(dataset)) if dataset[i]["climate"] is not None]
+example = dataset[with_cube[0]] if with_cube else dataset[0]
+name = dataset.name(example)
+fig, axes = plt.subplots(1, 2, figsize=(14, 4))
+if example["climate"] is not None:
+    from clero.climate_analysis.grid import latitude_centers, longitude_centers
+    plots.datacube_level_map(axes[0], example["climate"].numpy(), latitude_centers(32), longitude_centers(64),
+                             title=f"{name}: lowest-level temperature (CLERO, assumed atmosphere)")
+else:
+    axes[0].set_axis_off()
+    axes[0].set_title("no planet of this dataset lies in CLERO's domain")
+wavelengths = manifest["modalities"]["spectrum"]["wavelength_um"]
+plots.spectrum_features(axes[1], wavelengths, example["spectrum"].numpy(), title=f"{name}: SYNTHETIC spectrum")
+plt.tight_layout()
+plt.show()
+graph_x, graph_edges = dataset.graphs[int(example["graph_id"])]
+print(f"{name}: metabolic graph '{manifest['modalities']['metabolism']['variants'][int(example['graph_id'])]}' "
+      f"({manifest['modalities']['metabolism']['source']}): {graph_x.shape[0]} metabolites, {graph_edges.shape[1]} edges")
+print("text:", bytes(int(t) for t in example["text_ids"] if t < 256).decode())
+
+# %% [markdown]
 # ## Verdict
 
 # %%
@@ -116,10 +170,12 @@ leaked = labels.groupby("hostname")["split"].nunique().gt(1).sum()
 print(provenance.banner())
 print(f"labels.csv rows: {len(labels)} of {len(planets)} catalog planets; hosts in two splits: {leaked}; "
       f"habitable (rocky + optimistic HZ): {int((labels['habitable'] == True).sum())} "  # noqa: E712
-      f"({prevalence.loc['habitable', 'prevalence_%']}% of decidable planets)")
-if len(labels) != len(planets) or leaked:
-    raise RuntimeError("data verdict: FAIL — labels incomplete or a host system spans two splits")
-print("data verdict: PASS")
+      f"({prevalence.loc['habitable', 'prevalence_%']}% of decidable planets); dataset: "
+      f"{len(dataset)} planets, climate {manifest['coverage']['climate']}, spectra {manifest['coverage']['spectrum']}; "
+      f"fatal findings: {len(report.fatal)}, warnings: {sum(f.severity == 'warn' for f in report.findings)}")
+if len(labels) != len(planets) or leaked or report.fatal:
+    raise RuntimeError("data verdict: FAIL — see the validation report above")
+print("data verdict: PASS" + (" (SYNTHETIC catalog: not real planets)" if provenance.synthetic else ""))
 
 # %% tags=["completion-marker"]
 completion_marker("01_data_validation")

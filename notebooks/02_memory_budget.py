@@ -40,9 +40,10 @@ import pandas as pd
 
 from astrobio_lib import config, memory
 from astrobio_lib.models.presets import count_parameters, get_preset
-from astrobio_lib.report import completion_marker
+from astrobio_lib.report import completion_marker, data_banner
 
 cfg = config.from_namespace(globals())
+print(data_banner(cfg.run.run_dir))
 run_path = Path(cfg.run.run_dir)
 run_path.mkdir(parents=True, exist_ok=True)
 print(f"target: {cfg.hardware.gpus_per_node} x {cfg.hardware.gpu_name} "

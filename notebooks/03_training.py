@@ -37,9 +37,10 @@ import dataclasses
 import pandas as pd
 
 from astrobio_lib import config
-from astrobio_lib.report import completion_marker
+from astrobio_lib.report import completion_marker, data_banner
 
 cfg = config.from_namespace(globals())
+print(data_banner(cfg.run.run_dir))
 pd.DataFrame([{"key": k, "value": v} for k, v in dataclasses.asdict(cfg.train).items()]).set_index("key")
 
 # %% [markdown]

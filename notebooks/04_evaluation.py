@@ -32,9 +32,10 @@ from pathlib import Path
 import pandas as pd
 
 from astrobio_lib import config
-from astrobio_lib.report import completion_marker
+from astrobio_lib.report import completion_marker, data_banner
 
 cfg = config.from_namespace(globals())
+print(data_banner(cfg.run.run_dir))
 labels_path = Path(cfg.run.run_dir) / "data" / "labels.csv"
 if not labels_path.is_file():
     raise FileNotFoundError(f"{labels_path} not found: run 01_data_validation for this run first")

@@ -23,7 +23,7 @@ NOTEBOOK_HEADER = """\
 """
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_catalog() -> Path:
     path = Path(os.environ.get("ASTROBIO_CATALOG") or SHARED_CATALOG)
     if not path.is_file():

@@ -68,8 +68,8 @@ class FusionConfig:
     """spectrum length"""
     spectrum_channels: int = 16
     """channels of the spectrum 1D CNN"""
-    n_climate_states: int = 4
-    """climate-state classes"""
+    n_climate_states: int = 6
+    """climate-state classes (CLERO's six: snowball ... runaway greenhouse)"""
     dropout: float = 0.0
     """dropout in the fusion transformer"""
     loss_weights: dict = field(default_factory=lambda: dict(SEEDS_LOSS_WEIGHTS))

@@ -46,7 +46,7 @@ def get_preset(name: str, attention: str = "sdpa", activation_checkpointing: boo
     if name == "tiny":
         cfg = MultimodalConfig(
             llm=LLMConfig(vocab_size=512, hidden=64, n_layers=2, n_heads=4, n_kv_heads=2,
-                          intermediate=172, max_seq_len=128),
+                          intermediate=172, max_seq_len=256),
             graph=GraphVAEConfig(node_features=64, hidden=16, heads=2, n_layers=2, latent=16),
             datacube=DatacubeConfig(base_channels=8, depth=2, d_model=32, n_layers=1, n_heads=2),
             fusion=FusionConfig(d_model=64, n_layers=2, n_heads=4))
