@@ -102,6 +102,9 @@ class HardwareConfig:
     gpus_per_node: int = param(1, "devices used by the run (1 on CPU)", min=1, max=64)
     gpu_memory_gb: float = param(0.0, "memory per device in GB (0 on CPU: host RAM applies)",
                                  min=0.0)
+    host_ram_gb: Optional[float] = param(None, "host RAM of the target machine in GB; None: this "
+                                         "machine's", min=1.0)
+    mfu: float = param(0.35, "assumed model FLOPs utilisation for time estimates", min=0.01, max=1.0)
 
 
 @dataclass
@@ -114,6 +117,12 @@ class TrainConfig:
                            choices=("fp32", "bf16-mixed", "fp16-mixed", "bf16"))
     optimizer: str = param("adamw", "adamw | adamw8bit | paged_adamw8bit",
                            choices=("adamw", "adamw8bit", "paged_adamw8bit"))
+    activation_checkpointing: bool = param(False, "recompute activations per block in backward")
+    sharding: str = param("none", "none | ddp | fsdp2", choices=("none", "ddp", "fsdp2"))
+    cpu_offload: str = param("none", "none | optimizer | params_optimizer (FSDP2 CPUOffloadPolicy)",
+                             choices=("none", "optimizer", "params_optimizer"))
+    llm_adapter: str = param("none", "train the LLM fully (none) or through lora / qlora adapters",
+                             choices=("none", "lora", "qlora"))
 
 
 @dataclass

@@ -67,3 +67,17 @@ def spectrum_features(ax, wavelength_um, spectrum_sigma, title: str = ""):
     ax.set_title(title or "transmission spectrum (SYNTHETIC: analytic model + JWST-like noise)")
     ax.legend(fontsize=7, ncol=5)
     return ax
+
+
+def memory_breakdown(ax, table, limit_gb=None, title: str = ""):
+    """Stacked horizontal bars of GB per device by category, one bar per plan, with the
+    device's usable limit drawn."""
+    table.plot.barh(stacked=True, ax=ax, width=0.8, colormap="tab20")
+    if limit_gb:
+        ax.axvline(limit_gb, color="k", ls="--", lw=1, label=f"usable limit {limit_gb:.1f} GB")
+    ax.set_xlabel("memory per device (GB)")
+    ax.set_ylabel("")
+    ax.set_title(title or "memory per device by category")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.invert_yaxis()
+    return ax

@@ -30,6 +30,7 @@ grad_accum_steps: int = 4  # micro-batches accumulated per optimizer step
 learning_rate: float = 0.0003  # peak learning rate
 precision: str = "fp32"  # fp32 | bf16-mixed | fp16-mixed | bf16
 optimizer: str = "adamw"  # adamw | adamw8bit | paged_adamw8bit
+activation_checkpointing: bool = False  # recompute activations per block in backward
 
 # %%
 import dataclasses

@@ -1,6 +1,12 @@
+import time
+
 import pytest
+import torch
 
 from astrobio_lib import memory
+from astrobio_lib.models.fusion import build_model
+from astrobio_lib.models.presets import get_preset
+from astrobio_lib.models.synthetic import synthetic_batch
 
 
 def test_state_byte_rules():
@@ -18,3 +24,105 @@ def test_state_byte_rules():
 def test_a5000_peak_from_its_data_sheet():
     a5000 = memory.DEVICES["RTX A5000"]
     assert a5000.peak_flops_bf16 == pytest.approx(256 * 128 * 2 * 1.695e9, rel=0.01)
+
+
+def test_korthikanti_formula_by_hand():
+    # s=512, b=1, h=4352, a=64: 512*4352*(34 + 5*64*512/4352) = 512*4352*34 + 5*64*512*512
+    assert memory.korthikanti_layer_bytes(512, 1, 4352, 64, fused_attention=False) == pytest.approx(
+        512 * 4352 * 34 + 5 * 64 * 512 * 512)
+    assert memory.korthikanti_layer_bytes(512, 1, 4352, 64) == 512 * 4352 * 34
+
+
+def test_llm_layer_activation_rule_by_hand():
+    """One LLM layer, fp32, b=2, s=8, h=16, 4 heads of 4, 2 kv heads, I=24:
+    (8h + 2h_kv + 4I + a + 2) * b * s * 4 bytes = (128 + 16 + 96 + 4 + 2) * 64 = 15744."""
+    from astrobio_lib.models.fusion import MultimodalConfig
+    from astrobio_lib.models.llm import LLMConfig
+
+    cfg = MultimodalConfig(llm=LLMConfig(vocab_size=32, hidden=16, n_layers=1, n_heads=4, n_kv_heads=2,
+                                         intermediate=24, max_seq_len=8))
+    low, f32, layers, _ = memory._llm_activation_elements(cfg, 2, 8, memory.Plan(precision="fp32"))
+    assert (low + f32) * 4 == 15744 and layers == 1
+
+
+@pytest.mark.parametrize("ckpt", [False, True])
+def test_estimate_matches_a_measured_step(ckpt):
+    cfg = get_preset("tiny", activation_checkpointing=ckpt)
+    batch = synthetic_batch(cfg, batch_size=3, seq_len=64, seed=0, nodes_per_graph=12)
+    plan = memory.Plan(precision="fp32", optimizer="adamw", activation_checkpointing=ckpt)
+    meas = memory.measure(build_model(cfg, seed=0), batch, plan)
+    nodes, edges = 12, batch["graph"].edge_index.shape[1] // 3
+    est = memory.estimate(cfg, plan, memory.BatchShape(3, 64, 1, nodes, edges))
+    for key in ("parameters", "gradients", "optimizer"):
+        assert est.device[key] == meas.device[key], key  # exact
+    err = est.measured_comparable / meas.comparable - 1
+    assert -0.05 < err < 0.10, f"error {100 * err:.1f}%"
+
+
+def test_eight_bit_states_match_bitsandbytes():
+    cfg = get_preset("tiny")
+    batch = synthetic_batch(cfg, batch_size=2, seq_len=32)
+    plan = memory.Plan(precision="fp32", optimizer="adamw8bit")
+    meas = memory.measure(build_model(cfg, seed=0), batch, plan)
+    est = memory.estimate(cfg, plan, memory.BatchShape(2, 32))
+    assert est.device["optimizer"] == pytest.approx(meas.device["optimizer"], rel=0.01)
+
+
+def test_full_17b_estimate_is_fast_and_allocates_nothing():
+    import resource
+
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    est = memory.estimate(get_preset("seeds_full", activation_checkpointing=True), memory.SEEDS_PLAN,
+                          memory.SEEDS_BATCH, memory.hardware_from("RTX A5000", 2, 24.0, 64.0))
+    assert time.perf_counter() - t0 < 10
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) * 1024 < 1e9  # far below 17B weights
+    assert est.parameters["total"] > 16e9
+    # FSDP2 + full offload: states leave the GPUs for host RAM
+    assert est.device["parameters"] == 0 and est.host["params_grads_optimizer_offload"] > 150e9
+
+
+def test_plans_for_the_seeds_on_two_a5000():
+    hw = memory.hardware_from("RTX A5000", 2, 24.0, 64.0)
+    verdicts = memory.plans(get_preset("seeds_full"), hw, memory.SEEDS_BATCH)
+    fitting = [v for v in verdicts if v.fits]
+    assert fitting, "at least one plan must fit (QLoRA / offload)"
+    assert all(v.estimate.device_total <= 0.9 * 24e9 and v.estimate.host_total <= 0.85 * 64e9 for v in fitting)
+    assert all(v.reasons for v in verdicts if not v.fits)
+    times = [v.time.step_s for v in fitting]
+    assert times == sorted(times)
+    # the seeds' own plan: per-device fine, host RAM not
+    seeds = memory.estimate(get_preset("seeds_full", activation_checkpointing=True), memory.SEEDS_PLAN,
+                            memory.SEEDS_BATCH, hw)
+    assert any("host" in r for r in memory.check_fit(seeds, hw))
+
+
+def test_upper_bound_for_the_seeds_target():
+    bound = memory.transformer_upper_bound_steps_per_s(16.93e9, 32 * 512, 2, 111e12)
+    assert bound == pytest.approx(2 * 111e12 / (6 * 16.93e9 * 32 * 512))
+    assert bound < 0.14
+
+
+def test_preflight_refuses_with_alternatives():
+    hw = memory.hardware_from("RTX A5000", 1, 24.0, 64.0)
+    with pytest.raises(memory.MemoryBudgetError, match="does not fit 1 x RTX A5000.*Plans that fit"):
+        memory.preflight(get_preset("seeds_full"), memory.Plan(precision="bf16-mixed", optimizer="adamw"),
+                         memory.BatchShape(1, 512, 1), hw)
+    est = memory.preflight(get_preset("tiny"), memory.Plan(precision="bf16-mixed"), memory.BatchShape(2, 64), hw)
+    assert est.device_total < 1e9
+
+
+def test_plan_validation():
+    with pytest.raises(ValueError, match="needs sharding=fsdp2"):
+        memory.Plan(cpu_offload="params_optimizer")
+    with pytest.raises(ValueError, match="gpu_name='TPU'"):
+        memory.hardware_from("TPU", 1, 16, 32)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA for max_memory_allocated")
+def test_cuda_measurement_reports_allocator_peaks():
+    cfg = get_preset("tiny")
+    model = build_model(cfg, seed=0).cuda()
+    batch = {k: (v.cuda() if hasattr(v, "cuda") else v) for k, v in synthetic_batch(cfg).items()}
+    meas = memory.measure(model, batch, memory.Plan(precision="bf16-mixed"))
+    assert meas.device["max_memory_allocated"] > meas.device["parameters"]

@@ -56,7 +56,7 @@ def test_params_files_exist():
 
 
 def test_wrong_type_names_the_declaring_notebook():
-    with pytest.raises(ConfigError, match=r"max_steps='many'.*03_training declares 'max_steps: int'"):
+    with pytest.raises(ConfigError, match=r"max_steps='many'.*\d\d_\w+ declares 'max_steps: int'"):
         check_params({"max_steps": "many"}, discover(), "p.yaml")
 
 
