@@ -109,7 +109,7 @@ class HardwareConfig:
 
 @dataclass
 class TrainConfig:
-    max_steps: int = param(20, "optimizer steps to run", min=1)
+    max_steps: int = param(100, "optimizer steps to run", min=1)
     micro_batch_size: int = param(4, "samples per forward/backward pass", min=1)
     grad_accum_steps: int = param(4, "micro-batches accumulated per optimizer step", min=1)
     learning_rate: float = param(3e-4, "peak learning rate", min=0.0, max=1.0)
@@ -123,6 +123,28 @@ class TrainConfig:
                              choices=("none", "optimizer", "params_optimizer"))
     llm_adapter: str = param("none", "train the LLM fully (none) or through lora / qlora adapters",
                              choices=("none", "lora", "qlora"))
+    max_epochs: int = param(1000, "stop after this many passes over the training split", min=1)
+    max_hours: float = param(672.0, "wall-clock limit in hours, resumed time included", min=0.0)
+    schedule: str = param("cosine", "learning-rate schedule after warmup: cosine | onecycle | constant",
+                          choices=("cosine", "onecycle", "constant"))
+    warmup_steps: int = param(10, "linear warmup steps (cosine and constant schedules)", min=0)
+    weight_decay: float = param(0.01, "AdamW weight decay (not applied to norms and biases)", min=0.0)
+    grad_clip: float = param(1.0, "clip the global gradient norm to this value (0: off)", min=0.0)
+    val_every_steps: int = param(25, "validate every N optimizer steps", min=1)
+    early_stopping_patience: int = param(20, "stop after N validations without improvement", min=1)
+    checkpoint_every_steps: int = param(25, "checkpoint every N optimizer steps", min=1)
+    checkpoint_every_minutes: float = param(120.0, "also checkpoint every T minutes", min=0.1)
+    keep_checkpoints: int = param(5, "keep the last K checkpoints (plus the best)", min=1)
+    resume: str = param("auto", "auto (newest valid checkpoint) | never | a checkpoint path")
+    log_every_steps: int = param(10, "print a progress line every N optimizer steps", min=1)
+    memory_every_steps: int = param(50, "record memory statistics every N optimizer steps", min=1)
+    memory_alert_fraction: float = param(0.9, "warn when a device's peak exceeds this fraction of it",
+                                         min=0.1, max=1.0)
+    nan_patience: int = param(3, "stop (after a checkpoint) after N consecutive non-finite steps", min=1)
+    nproc: int = param(1, "training processes; more than 1 launches torchrun", min=1, max=64)
+    num_workers: int = param(0, "data-loader worker processes", min=0, max=64)
+    wandb_mode: str = param("offline", "Weights & Biases: online | offline | disabled (env WANDB_MODE wins)",
+                            choices=("online", "offline", "disabled"))
 
 
 @dataclass

@@ -589,8 +589,9 @@ def check_fit(est: Estimate, hardware: Hardware) -> list[str]:
             reasons.append(f"{est.device_total / GB:.1f} GB per device > {100 * DEVICE_LIMIT:.0f}% of "
                            f"{hardware.device.memory_bytes / GB:.0f} GB")
     host_cap = HOST_LIMIT * hardware.host_ram_bytes
-    if est.host_total > host_cap:
-        reasons.append(f"host {est.host_total / GB:.1f} GB > {100 * HOST_LIMIT:.0f}% of {hardware.host_ram_bytes / GB:.0f} GB RAM")
+    host = est.host_total + (est.device_total if hardware.device is None else 0.0)  # CPU: one memory
+    if host > host_cap:
+        reasons.append(f"host {host / GB:.1f} GB > {100 * HOST_LIMIT:.0f}% of {hardware.host_ram_bytes / GB:.0f} GB RAM")
     return reasons
 
 

@@ -81,3 +81,40 @@ def memory_breakdown(ax, table, limit_gb=None, title: str = ""):
     ax.legend(fontsize=7, loc="lower right")
     ax.invert_yaxis()
     return ax
+
+
+def training_curves(axes, records: list[dict]):
+    """Loss (total and habitability, with validation), learning rate, throughput and memory from
+    ``metrics.jsonl`` records, on four axes."""
+    steps = [r for r in records if "loss" in r]
+    vals = [r for r in records if "val_loss" in r]
+    rates = [r for r in records if "samples_per_s" in r]
+    mem = [r for r in records if "cpu_rss_peak_gb" in r]
+    ax = axes[0]
+    ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=1, label="train loss")
+    ax.plot([r["step"] for r in steps], [r.get("loss_habitability", np.nan) for r in steps], lw=1,
+            label="train habitability BCE")
+    if vals:
+        ax.plot([r["step"] for r in vals], [r["val_loss"] for r in vals], "o-", label="val loss")
+        ax.plot([r["step"] for r in vals], [r["val_loss_habitability"] for r in vals], "s-", label="val habitability BCE")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title("loss")
+    ax.legend(fontsize=7)
+    axes[1].plot([r["step"] for r in steps], [r["lr"] for r in steps])
+    axes[1].set_xlabel("optimizer step")
+    axes[1].set_ylabel("learning rate")
+    axes[1].set_title("schedule")
+    axes[2].plot([r["step"] for r in rates], [r["samples_per_s"] for r in rates], "o-")
+    axes[2].set_xlabel("optimizer step")
+    axes[2].set_ylabel("samples / s")
+    axes[2].set_title("throughput")
+    keys = sorted({k for r in mem for k in r if k.endswith("_gb") and ("rss" in k or "peak" in k)})
+    for k in keys:
+        axes[3].plot([r["step"] for r in mem], [r.get(k, np.nan) for r in mem], "o-", label=k)
+    axes[3].set_xlabel("optimizer step")
+    axes[3].set_ylabel("GB")
+    axes[3].set_title("memory")
+    if keys:
+        axes[3].legend(fontsize=7)
+    return axes

@@ -15,43 +15,140 @@
 
 # %% [markdown]
 # # 03 · Training
-# Train the multimodal habitability model within the memory budget, surviving preemption:
-# checkpoints, exact resume, progress lines, memory alerts. **Status: the training loop is not
-# implemented yet (training-loop issue); no model is trained by this notebook yet.** It validates
-# the training configuration so a wrong value fails here, before any heavy work.
+# Train the multimodal habitability model within the memory budget, in a way that survives the
+# pod: the plan is checked against the memory estimator before anything is allocated;
+# checkpoints are atomic and verified (every `checkpoint_every_steps` steps and every
+# `checkpoint_every_minutes` minutes, last K kept plus the best); running this notebook again on
+# the same run folder **resumes exactly** (model, optimizer, schedule, RNG, data position).
+# One process trains in this kernel; more (`nproc` > 1) launch `torchrun` as a subprocess and
+# stream its log lines here.
+
+# %%
+from typing import Optional  # the parameters cell's annotations need it
 
 # %% tags=["parameters"]
 run_dir: str = "../outputs/notebook_defaults"  # run folder: every product of the run is written here
 seed: int = 0  # global random seed (data split, init, sampling)
+catalog_source: str = "auto"  # file | archive | synthetic | auto (file, then archive, then synthetic)
+catalog_path: Optional[str] = None  # local PSCompPars CSV; None: env ASTROBIO_CATALOG
+label_mc_samples: int = 256  # Monte-Carlo draws per planet for the soft label P(habitable)
+val_fraction: float = 0.15  # fraction of planets (grouped by host) for validation
+test_fraction: float = 0.15  # fraction of planets (grouped by host) for the test split
+n_planets: int = 256  # planets to build with every modality (0: all); positives and climate-domain planets are always kept
+climate_domain: str = "core"  # CLERO input domain a planet must lie in for a datacube: core | extended
+metabolic_model: str = "textbook"  # cobra model for the metabolic graphs: textbook | iJO1366 | salmonella
+text_max_len: int = 256  # tokens per planet description (byte-level)
+shard_size: int = 128  # planets per dataset shard file
 model_preset: str = "tiny"  # model size preset: tiny | small | seeds_full
-max_steps: int = 20  # optimizer steps to run
+gpu_name: str = "cpu"  # target device for budgets and estimates (cpu, RTX A5000, ...)
+gpus_per_node: int = 1  # devices used by the run (1 on CPU)
+gpu_memory_gb: float = 0.0  # memory per device in GB (0 on CPU: host RAM applies)
+host_ram_gb: Optional[float] = None  # host RAM of the target machine in GB; None: this machine's
+mfu: float = 0.35  # assumed model FLOPs utilisation for time estimates
+max_steps: int = 100  # optimizer steps to run
 micro_batch_size: int = 4  # samples per forward/backward pass
 grad_accum_steps: int = 4  # micro-batches accumulated per optimizer step
 learning_rate: float = 0.0003  # peak learning rate
 precision: str = "fp32"  # fp32 | bf16-mixed | fp16-mixed | bf16
 optimizer: str = "adamw"  # adamw | adamw8bit | paged_adamw8bit
 activation_checkpointing: bool = False  # recompute activations per block in backward
+sharding: str = "none"  # none | ddp | fsdp2
+cpu_offload: str = "none"  # none | optimizer | params_optimizer (FSDP2 CPUOffloadPolicy)
+llm_adapter: str = "none"  # train the LLM fully (none) or through lora / qlora adapters
+max_epochs: int = 1000  # stop after this many passes over the training split
+max_hours: float = 672.0  # wall-clock limit in hours, resumed time included
+schedule: str = "cosine"  # learning-rate schedule after warmup: cosine | onecycle | constant
+warmup_steps: int = 10  # linear warmup steps (cosine and constant schedules)
+weight_decay: float = 0.01  # AdamW weight decay (not applied to norms and biases)
+grad_clip: float = 1.0  # clip the global gradient norm to this value (0: off)
+val_every_steps: int = 25  # validate every N optimizer steps
+early_stopping_patience: int = 20  # stop after N validations without improvement
+checkpoint_every_steps: int = 25  # checkpoint every N optimizer steps
+checkpoint_every_minutes: float = 120.0  # also checkpoint every T minutes
+keep_checkpoints: int = 5  # keep the last K checkpoints (plus the best)
+resume: str = "auto"  # auto (newest valid checkpoint) | never | a checkpoint path
+log_every_steps: int = 10  # print a progress line every N optimizer steps
+memory_every_steps: int = 50  # record memory statistics every N optimizer steps
+memory_alert_fraction: float = 0.9  # warn when a device's peak exceeds this fraction of it
+nan_patience: int = 3  # stop (after a checkpoint) after N consecutive non-finite steps
+nproc: int = 1  # training processes; more than 1 launches torchrun
+num_workers: int = 0  # data-loader worker processes
+wandb_mode: str = "offline"  # Weights & Biases: online | offline | disabled (env WANDB_MODE wins)
 
 # %%
-import dataclasses
+import json
+from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
-from astrobio_lib import config
+from astrobio_lib import config, memory, plots
+from astrobio_lib.models.presets import get_preset
 from astrobio_lib.report import completion_marker, data_banner
+from astrobio_lib.tracking import MetricsLog
+from astrobio_lib.train.launch import run_torchrun, write_params
+from astrobio_lib.train.loop import hardware_for, plan_for, train
 
 cfg = config.from_namespace(globals())
+run_path = Path(cfg.run.run_dir)
+run_path.mkdir(parents=True, exist_ok=True)
 print(data_banner(cfg.run.run_dir))
-pd.DataFrame([{"key": k, "value": v} for k, v in dataclasses.asdict(cfg.train).items()]).set_index("key")
+params_file = write_params(cfg, run_path / "train_params.yaml")
+resuming = any((run_path / "checkpoints").glob("step_*")) and cfg.train.resume != "never"
+print(f"{cfg.train.max_steps} steps x {cfg.train.micro_batch_size} x {cfg.train.grad_accum_steps} accumulation on "
+      f"{cfg.train.nproc} process(es); preset {cfg.model.model_preset}; {cfg.train.precision}, {cfg.train.optimizer}; "
+      f"{'resuming from the newest valid checkpoint' if resuming else 'starting fresh'}")
+
+# %% [markdown]
+# ## Preflight: does the plan fit?
+
+# %%
+model_cfg = get_preset(cfg.model.model_preset, activation_checkpointing=cfg.train.activation_checkpointing)
+plan, hardware = plan_for(cfg, cfg.train.nproc), hardware_for(cfg)
+estimate = memory.preflight(model_cfg, plan, memory.BatchShape(cfg.train.micro_batch_size, cfg.data.text_max_len,
+                                                               cfg.train.grad_accum_steps), hardware)
+print(f"plan '{plan.name}' on {hardware.name}: {estimate.device_total / 1e9:.2f} GB per device, "
+      f"{estimate.host_total / 1e9:.1f} GB host — fits")
+
+# %% [markdown]
+# ## Train (or continue)
+
+# %%
+if cfg.train.nproc == 1:
+    result = train(cfg).to_dict()
+else:
+    code = run_torchrun(params_file, cfg.train.nproc)
+    if code != 0:
+        raise RuntimeError(f"torchrun exited with {code}: see the lines above and {run_path / 'run.log'}")
+    result = json.loads((run_path / "train_result.json").read_text())
+pd.Series(result)
+
+# %% [markdown]
+# ## Curves (from `metrics.jsonl`)
+
+# %%
+records = MetricsLog(run_path / "metrics.jsonl").read()
+fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
+plots.training_curves(axes, records)
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## Verdict
 
 # %%
-samples_per_step = cfg.train.micro_batch_size * cfg.train.grad_accum_steps
-print(f"training verdict: NOT TRAINED — loop pending. Config valid: {cfg.train.max_steps} steps x "
-      f"{samples_per_step} samples/step ({cfg.train.micro_batch_size} x {cfg.train.grad_accum_steps} "
-      f"accumulation), preset {cfg.model.model_preset}.")
+steps = [r for r in records if "loss" in r]
+k = min(10, max(1, len(steps) // 2))
+first, last = sum(r["loss"] for r in steps[:k]) / k, sum(r["loss"] for r in steps[-k:]) / k
+went_down = last < first
+print(f"training verdict: {result['step']} steps ({result['stopped_because']}), "
+      f"{'resumed from ' + Path(result['resumed_from']).name if result['resumed_from'] else 'not resumed'}; "
+      f"mean loss of the first {k} steps {first:.3f} -> last {k} {last:.3f} ({'down' if went_down else 'NOT down'}); "
+      f"checkpoints: {', '.join(result['checkpoints'])}; non-finite steps skipped: {result['skipped_steps']}")
+if not result["checkpoints"]:
+    raise RuntimeError("no checkpoint was written")
+if result["stopped_because"] == "non_finite":
+    raise RuntimeError("training stopped on non-finite losses: lower learning_rate or inspect the data report")
 
 # %% tags=["completion-marker"]
 completion_marker("03_training")

@@ -113,10 +113,11 @@ class SpectrumEncoder(nn.Module):
 
 
 def _masked_mean(values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over ``present`` rows; 0 (no gradient) when none is present."""
+    """Mean of ``values`` over ``present`` rows; 0 when none is present — kept in the autograd
+    graph (zero gradients rather than none), so every rank of FSDP reduces the same gradients."""
     if present.any():
         return values[present].mean()
-    return values.new_zeros(())
+    return (values * 0.0).sum()
 
 
 class MultimodalModel(nn.Module):
@@ -147,6 +148,9 @@ class MultimodalModel(nn.Module):
         self.climate_head = nn.Linear(d, cfg.fusion.n_climate_states)
         self.biosignature_head = nn.Linear(d, 1)
         self.physics_head = nn.Linear(d, 1)
+        # FSDP needs every rank to run every sharded module; when set, an absent modality's encoder
+        # still runs on one stand-in sample whose output enters the loss multiplied by zero.
+        self.run_all_encoders = False
 
     def encode(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Returns (tokens [B, 1 + 5, d], key-padding mask [B, 6] True=missing, encoder losses)."""
@@ -157,19 +161,37 @@ class MultimodalModel(nn.Module):
         missing[:, 0] = False  # the class token
         losses: dict[str, torch.Tensor] = {}
 
+        keepalive = catalog.new_zeros(())  # zero-valued, keeps stand-in encoder runs in the graph
+        stand_in = torch.zeros(bsz, dtype=torch.bool, device=catalog.device)
+        stand_in[0] = True
+
         has_catalog = batch["catalog_mask"].any(dim=1)
-        catalog_token = self.catalog_encoder(catalog[has_catalog], batch["catalog_mask"][has_catalog])
-        tokens = self._place(tokens, 1, has_catalog, catalog_token)
+        if has_catalog.any():
+            catalog_token = self.catalog_encoder(catalog[has_catalog], batch["catalog_mask"][has_catalog])
+            tokens = self._place(tokens, 1, has_catalog, catalog_token)
+        elif self.run_all_encoders:
+            keepalive = keepalive + 0.0 * self.catalog_encoder(catalog[stand_in], batch["catalog_mask"][stand_in]).sum()
         missing[:, 1] = ~has_catalog
 
         has = batch["has_climate"]
         if has.any():
             pooled, _ = self.climate_encoder(batch["climate"][has])
             tokens = self._place(tokens, 2, has, self.climate_proj(pooled))
+        elif self.run_all_encoders:
+            pooled, _ = self.climate_encoder(batch["climate"][stand_in])
+            keepalive = keepalive + 0.0 * self.climate_proj(pooled).sum()
         missing[:, 2] = ~has
 
         has = batch["has_graph"]
         graph = batch.get("graph")
+        if not has.any() and self.run_all_encoders:
+            from torch_geometric.data import Batch, Data
+
+            nf = self.cfg.graph.node_features
+            dummy = Batch.from_data_list([Data(x=catalog.new_zeros(2, nf),
+                                               edge_index=torch.tensor([[0, 1], [1, 0]], device=catalog.device))])
+            emb, dummy_losses = self.graph_encoder(dummy.x, dummy.edge_index, dummy.batch, 1)
+            keepalive = keepalive + 0.0 * (self.graph_proj(emb).sum() + sum(dummy_losses.values()))
         if has.any():
             if graph is None or graph.num_graphs != int(has.sum()):
                 raise ValueError(f"batch['graph'] holds {0 if graph is None else graph.num_graphs} "
@@ -182,9 +204,14 @@ class MultimodalModel(nn.Module):
         has = batch["has_spectrum"]
         if has.any():
             tokens = self._place(tokens, 4, has, self.spectrum_encoder(batch["spectrum"][has]))
+        elif self.run_all_encoders:
+            keepalive = keepalive + 0.0 * self.spectrum_encoder(batch["spectrum"][stand_in]).sum()
         missing[:, 4] = ~has
 
         has = batch["has_text"]
+        if not has.any() and self.run_all_encoders:
+            logits, hidden = self.text_encoder(batch["text_ids"][stand_in])
+            keepalive = keepalive + 0.0 * (self.text_proj(hidden.mean(1)).sum() + logits.sum())
         if has.any():
             ids, mask = batch["text_ids"][has], batch["text_mask"][has]
             logits, hidden = self.text_encoder(ids)
@@ -193,6 +220,8 @@ class MultimodalModel(nn.Module):
             tokens = self._place(tokens, 5, has, self.text_proj(pooled))
             losses["language"] = lm_loss(logits, ids, mask)
         missing[:, 5] = ~has
+        if self.run_all_encoders:
+            losses["keepalive"] = keepalive
 
         tokens = tokens + self.modality_embed
         tokens[:, 0] = tokens[:, 0] + self.cls[:, 0]
@@ -251,10 +280,12 @@ class MultimodalModel(nn.Module):
             out["catalog_only_logit"], torch.nan_to_num(p), reduction="none"), has_p & has_cat)
         recon = sum((enc_losses[k] for k in ("graph_edge", "graph_node", "graph_kl") if k in enc_losses), zero)
         language = enc_losses.get("language", zero)
+        keepalive = enc_losses.get("keepalive", zero)  # exactly zero: stand-in encoder runs under FSDP
         w = self.cfg.fusion.loss_weights
         classification = hab + climate + bio + catalog_only
         total = (w["classification"] * classification + w["reconstruction"] * recon
-                 + w["physics"] * physics + w["consistency"] * consistency + w["language"] * language)
+                 + w["physics"] * physics + w["consistency"] * consistency + w["language"] * language
+                 + keepalive)
         return {"loss": total, "loss_classification": classification, "loss_habitability": hab,
                 "loss_catalog_only": catalog_only, "loss_climate_state": climate,
                 "loss_biosignature": bio, "loss_reconstruction": recon, "loss_physics": physics,

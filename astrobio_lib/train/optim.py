@@ -43,3 +43,40 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float 
             return bnb.optim.PagedAdamW8bit(groups, lr=lr, betas=betas)
         return bnb.optim.AdamW8bit(groups, lr=lr, betas=betas)
     raise ValueError(f"optimizer={name!r}: one of {', '.join(OPTIMIZERS)}")
+
+
+SCHEDULES = ("cosine", "onecycle", "constant")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, kind: str, max_steps: int,
+                    warmup_steps: int = 0) -> torch.optim.lr_scheduler.LRScheduler:
+    """Returns the learning-rate schedule: linear warmup then cosine decay to 10% (``cosine``) or
+    flat (``constant``), or torch's ``OneCycleLR`` (its own 30% warmup).
+
+    Raises:
+        ValueError: unknown kind.
+    """
+    if kind == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+                                                   total_steps=max(max_steps, 2))
+    if kind not in SCHEDULES:
+        raise ValueError(f"schedule={kind!r}: one of {', '.join(SCHEDULES)}")
+    cosine = kind == "cosine"
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, _WarmupCosine(warmup_steps, max_steps, cosine))
+
+
+class _WarmupCosine:
+    """Picklable LR multiplier (a lambda would not survive a checkpoint)."""
+
+    def __init__(self, warmup: int, total: int, cosine: bool):
+        self.warmup, self.total, self.cosine = warmup, max(total, 1), cosine
+
+    def __call__(self, step: int) -> float:
+        import math
+
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        if not self.cosine:
+            return 1.0
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))

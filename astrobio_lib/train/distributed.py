@@ -1,0 +1,215 @@
+"""torchrun / DDP / FSDP2 (+ CPU offload) setup, gradient-sync control, sharded checkpoints.
+
+Launched by ``torchrun`` (``WORLD_SIZE`` > 1): NCCL on CUDA, gloo on CPU. DDP replicates the model
+(``find_unused_parameters`` because a batch may lack a modality). FSDP2 applies ``fully_shard`` per
+LLM block, datacube stage and ViT layer, GATv2 layer and fusion layer, then the root, with a
+``MixedPrecisionPolicy`` (bf16 compute, fp32 reduce) and optionally ``CPUOffloadPolicy`` (pinned
+memory only on CUDA). Gradients are synchronised only on the last micro-batch of a step.
+
+bitsandbytes' 8-bit optimizers reject FSDP2's DTensor parameters (bitsandbytes#1403):
+:class:`LocalShardOptimizer` steps them on the local shards instead — plain tensors that share
+storage with the DTensors, so the update lands in the sharded parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    backend: str = "none"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init() -> DistInfo:
+    """Initialises the process group when launched by torchrun; returns rank, world and device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if world > 1:
+        return DistInfo(dist.get_rank(), world, local, device, dist.get_backend())
+    return DistInfo(device=device)
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
+
+
+def shard_units(model: nn.Module) -> list[nn.Module]:
+    """The modules FSDP2 shards one by one (each is all-gathered on its own)."""
+    units: list[nn.Module] = []
+    units += list(model.text_encoder.blocks)
+    units += list(model.climate_encoder.stages) + list(model.climate_encoder.layers)
+    units += list(model.graph_encoder.vgae.encoder.layers)
+    units += list(model.fusion)
+    return units
+
+
+def wrap(model: nn.Module, sharding: str, info: DistInfo, precision: str, cpu_offload: str) -> nn.Module:
+    """Returns the model wrapped for the plan (unchanged for one process without sharding).
+
+    Raises:
+        ValueError: an unknown sharding, or params offload without FSDP2.
+    """
+    if sharding == "none" or (sharding == "ddp" and not info.distributed):
+        return model
+    if sharding == "ddp":
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [info.local_rank] if info.device.type == "cuda" else None
+        return DDP(model, device_ids=ids, find_unused_parameters=True)
+    if sharding == "fsdp2":
+        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+
+        kwargs: dict[str, Any] = {}
+        if precision in ("bf16-mixed", "fp16-mixed"):
+            dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
+            kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+        if cpu_offload == "params_optimizer":
+            kwargs["offload_policy"] = CPUOffloadPolicy(pin_memory=info.device.type == "cuda")
+        model.run_all_encoders = True  # every rank must run every sharded module
+        for unit in shard_units(model):
+            fully_shard(unit, **kwargs)
+        fully_shard(model, **kwargs)
+        return model
+    raise ValueError(f"sharding={sharding!r}: none, ddp or fsdp2")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") and not hasattr(model, "text_encoder") else model
+
+
+@contextlib.contextmanager
+def gradient_sync(model: nn.Module, sharding: str, sync: bool) -> Iterator[None]:
+    """Skips the gradient all-reduce / reduce-scatter on all but the last micro-batch."""
+    if sync:
+        yield
+    elif hasattr(model, "no_sync"):  # DDP
+        with model.no_sync():
+            yield
+    elif sharding == "fsdp2" and hasattr(model, "set_requires_gradient_sync"):
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+    else:
+        yield
+
+
+def is_sharded(model: nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+class LocalShardOptimizer:
+    """Runs a (bitsandbytes) optimizer on the local shards of DTensor parameters.
+
+    ``factory(params)`` builds the inner optimizer over plain tensors that share storage with each
+    DTensor's local shard; :meth:`step` copies each DTensor gradient's local shard into them first.
+    The state dict is the inner optimizer's (per rank: save with DCP or per-rank files).
+    """
+
+    def __init__(self, model: nn.Module, factory, param_groups: list[dict]):
+        from torch.distributed.tensor import DTensor
+
+        self.pairs: list[tuple[nn.Parameter, nn.Parameter]] = []
+        local_groups = []
+        for group in param_groups:
+            local_params = []
+            for p in group["params"]:
+                local = nn.Parameter(p.to_local() if isinstance(p, DTensor) else p, requires_grad=True)
+                self.pairs.append((p, local))
+                local_params.append(local)
+            local_groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": local_params})
+        self.inner = factory(local_groups)
+        self.param_groups = self.inner.param_groups
+        self.state = self.inner.state
+
+    def step(self) -> None:
+        from torch.distributed.tensor import DTensor
+
+        for p, local in self.pairs:
+            if p.grad is None:
+                local.grad = None
+            else:
+                local.grad = p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad
+        self.inner.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p, local in self.pairs:
+            p.grad = None
+            local.grad = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state)
+
+
+def save_sharded(path: str, model: nn.Module, optimizer: Any, extra: dict[str, Any], info: DistInfo) -> None:
+    """Saves a sharded checkpoint with torch.distributed.checkpoint: model shards via DCP, and each
+    rank's optimizer / RNG / counters as ``rank_R.pt`` beside it (written to a temp dir, then renamed)."""
+    import shutil
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    tmp = path + ".tmp"
+    if info.is_main and os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    barrier(info)
+    dcp.save({"model": get_model_state_dict(model)}, checkpoint_id=tmp)
+    torch.save({"optimizer": optimizer.state_dict(), **extra}, os.path.join(tmp, f"rank_{info.rank}.pt"))
+    barrier(info)
+    if info.is_main:
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    barrier(info)
+
+
+def load_sharded(path: str, model: nn.Module, optimizer: Any, info: DistInfo) -> dict[str, Any]:
+    """Loads a checkpoint written by :func:`save_sharded` into the (already sharded) model and this
+    rank's optimizer; returns this rank's extra state."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+    state = {"model": get_model_state_dict(model)}
+    dcp.load(state, checkpoint_id=path)
+    set_model_state_dict(model, state["model"])
+    extra = torch.load(os.path.join(path, f"rank_{info.rank}.pt"), map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(extra.pop("optimizer"))
+    return extra

@@ -1,0 +1,188 @@
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from astrobio_lib import config
+from astrobio_lib.train import checkpoint as ckpt
+from astrobio_lib.train.loop import accumulate, train
+
+from ..conftest import REPO
+
+FAST = dict(n_planets=64, label_mc_samples=16, micro_batch_size=2, grad_accum_steps=2, val_every_steps=4,
+            checkpoint_every_steps=4, log_every_steps=4, memory_every_steps=8, wandb_mode="disabled",
+            warmup_steps=2)
+
+
+def params(run_dir: Path, catalog: Path, **kw) -> dict:
+    return {"run_dir": str(run_dir), "catalog_path": str(catalog), **FAST, **kw}
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    out = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "loss" in rec:
+            out[rec["step"]] = rec["loss"]
+    return out
+
+
+def run_cli(p: dict, tmp: Path, name: str, env=None):
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(p))
+    return subprocess.Popen([sys.executable, "-m", "astrobio_lib.train", str(path)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+
+
+@pytest.mark.slow
+def test_smoke_run_trains_and_loss_goes_down(tmp_path, shared_catalog):
+    """Training issue, done-when 1: >= 100 steps with accumulation >= 4 on CPU."""
+    cfg = config.from_mapping(params(tmp_path / "run", shared_catalog, micro_batch_size=4, grad_accum_steps=4,
+                                     max_steps=100, checkpoint_every_steps=25, val_every_steps=25,
+                                     log_every_steps=10, n_planets=256))
+    result = train(cfg)
+    assert result.step == 100 and result.stopped_because == "max_steps"
+    curve = losses(tmp_path / "run")
+    first = sum(curve[s] for s in range(1, 11)) / 10
+    last = sum(curve[s] for s in range(91, 101)) / 10
+    assert last < first, (first, last)
+    assert (tmp_path / "run" / "checkpoints" / "step_00000100.pt").exists()
+    assert len(result.checkpoints) >= 2
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tmp_path, shared_catalog):
+    """Training issue, done-when 2: the joined trajectory equals an uninterrupted run exactly,
+    and every training sample is seen exactly once per epoch."""
+    steps = 20
+    ref = run_cli(params(tmp_path / "ref", shared_catalog, max_steps=steps), tmp_path, "ref")
+    assert ref.wait(timeout=600) == 0, ref.stdout.read()[-3000:]
+    kill_at = random.Random(os.getpid()).randint(6, 15)
+    p = params(tmp_path / "run", shared_catalog, max_steps=steps)
+    proc = run_cli(p, tmp_path, "run")
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if metrics.exists() and max(losses(tmp_path / "run"), default=0) >= kill_at:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(losses(tmp_path / "run"))
+    assert killed_at < steps, "the run finished before it could be killed"
+    again = run_cli(p, tmp_path, "run")
+    out = again.communicate(timeout=600)[0]
+    assert again.returncode == 0, out[-3000:]
+    assert "resumed from" in out
+    ref_curve, joined = losses(tmp_path / "ref"), losses(tmp_path / "run")
+    assert sorted(joined) == list(range(1, steps + 1))
+    assert joined == ref_curve, {s: (joined[s], ref_curve[s]) for s in joined if joined[s] != ref_curve[s]}
+    # exactly once per epoch: replay the order the run used, across the kill
+    from astrobio_lib.data.loader import PlanetDataset
+    from astrobio_lib.train.data_order import ResumableOrder
+
+    n = len(PlanetDataset(tmp_path / "run" / "data", "train"))
+    order = ResumableOrder(n, FAST["micro_batch_size"], 0)
+    seen = [i for idx, epoch in order.epochs(3) if epoch == 0 for i in idx]
+    assert sorted(seen) == list(range(n))
+
+
+@pytest.mark.slow
+def test_truncated_newest_checkpoint_falls_back_with_a_log_line(tmp_path, shared_catalog):
+    """Training issue, done-when 3."""
+    run = tmp_path / "run"
+    train(config.from_mapping(params(run, shared_catalog, max_steps=8)))
+    newest = run / "checkpoints" / "step_00000008.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 3])
+    result = train(config.from_mapping(params(run, shared_catalog, max_steps=10)))
+    assert result.resumed_from.endswith("step_00000004.pt") and result.step == 10
+    log_text = (run / "run.log").read_text()
+    assert "step_00000008.pt is sha256 mismatch" in log_text and "falling back to the previous one, step_00000004.pt" in log_text
+
+
+@pytest.mark.slow
+def test_resuming_with_another_configuration_is_refused(tmp_path, shared_catalog):
+    run = tmp_path / "run"
+    train(config.from_mapping(params(run, shared_catalog, max_steps=4)))
+    with pytest.raises(ckpt.CheckpointError, match="micro_batch_size: 2 -> 3"):
+        train(config.from_mapping(params(run, shared_catalog, max_steps=8, micro_batch_size=3)))
+    again = train(config.from_mapping(params(run, shared_catalog, max_steps=4)))
+    assert again.start_step == 4 and again.step == 4  # already done: nothing to do
+
+
+def test_accumulation_equals_one_big_batch():
+    """Training issue, done-when 5: k x micro-batch m gives the gradients of one batch of k*m (fp32)."""
+    from astrobio_lib.models.fusion import build_model
+    from astrobio_lib.models.presets import get_preset
+    from astrobio_lib.models.synthetic import synthetic_batch
+
+    cfg = get_preset("tiny")
+    cfg.fusion.loss_weights["reconstruction"] = 0.0  # negative sampling is random by design
+    big = synthetic_batch(cfg, batch_size=8, seq_len=32, seed=3)
+    k, m = 4, 2
+
+    def part(i):
+        out = {}
+        for key, v in big.items():
+            if key == "graph":
+                out[key] = type(v).from_data_list(v.to_data_list()[i * m:(i + 1) * m])
+            elif torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == 8:
+                out[key] = v[i * m:(i + 1) * m]
+            else:
+                out[key] = v
+        return out
+
+    grads = []
+    for batches in ([big], [part(i) for i in range(k)]):
+        model = build_model(cfg, seed=0).eval()  # eval: no reparameterisation noise
+        accumulate(model, batches, torch.device("cpu"), "fp32")
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_non_finite_steps_are_skipped_then_the_run_stops_with_a_checkpoint(tmp_path, shared_catalog, monkeypatch):
+    from astrobio_lib.train import loop
+
+    real_build = loop.build_model
+
+    def poisoned(*a, **k):
+        model = real_build(*a, **k)
+        model.register_forward_hook(lambda mod, inp, out: {**out, "loss": out["loss"] * float("nan")})
+        return model
+
+    monkeypatch.setattr(loop, "build_model", poisoned)
+    result = train(config.from_mapping(params(tmp_path / "run", shared_catalog, max_steps=10, nan_patience=3)))
+    assert result.stopped_because == "non_finite" and result.skipped_steps == 3 and result.step == 3
+    assert (tmp_path / "run" / "checkpoints" / "step_00000003.pt").exists()
+    assert "3 consecutive non-finite steps" in (tmp_path / "run" / "run.log").read_text()
+
+
+@pytest.mark.slow
+def test_no_secret_in_outputs(tmp_path, shared_catalog):
+    """Training issue, done-when 6: a fake WANDB_API_KEY never lands in notebooks, logs, metrics
+    or checkpoints (W&B offline)."""
+    secret = "wandb-fake-key-0123456789abcdef-do-not-leak"
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump({"catalog_path": str(shared_catalog), **{k: v for k, v in FAST.items()},
+                                 "max_steps": 6, "wandb_mode": "offline", "min_free_disk_gb": 0.001}))
+    env = {**os.environ, "WANDB_API_KEY": secret, "WANDB_MODE": "offline"}
+    res = subprocess.run([sys.executable, "-m", "astrobio_lib.pipeline", str(p), "--outputs", str(tmp_path / "out"),
+                          "--only", "00", "03"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    files = [f for f in (tmp_path / "out").rglob("*") if f.is_file()]
+    assert any(f.suffix == ".pt" for f in files) and any(f.name == "metrics.jsonl" for f in files)
+    leaked = [str(f) for f in files if secret.encode() in f.read_bytes()]
+    assert not leaked, leaked
+    assert secret not in res.stdout + res.stderr
