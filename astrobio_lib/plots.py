@@ -118,3 +118,62 @@ def training_curves(axes, records: list[dict]):
     if keys:
         axes[3].legend(fontsize=7)
     return axes
+
+
+def precision_recall(ax, y, scored: dict, prevalence: float):
+    """Precision-recall curves of the model and the baselines, with the prevalence (the
+    no-skill line)."""
+    from sklearn.metrics import precision_recall_curve
+
+    for name, p in scored.items():
+        if len(np.unique(y)) < 2:
+            break
+        prec, rec, _ = precision_recall_curve(y, p)
+        ax.step(rec, prec, where="post", label=name, lw=2 if name == "model" else 1)
+    ax.axhline(prevalence, color="0.5", ls=":", label=f"prevalence {prevalence:.3f}")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("precision-recall on the test split (unseen host systems)")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def reliability_diagram(ax, table):
+    """Observed frequency against mean predicted probability per equal-mass bin."""
+    ax.plot([0, 1], [0, 1], color="0.5", ls=":", label="perfect calibration")
+    ax.plot(table["mean_predicted"], table["observed"], "o-", label="model")
+    for _, r in table.iterrows():
+        ax.annotate(str(int(r["count"])), (r["mean_predicted"], r["observed"]), fontsize=6,
+                    textcoords="offset points", xytext=(3, 3))
+    ax.set_xlabel("mean predicted P(habitable)")
+    ax.set_ylabel("observed fraction habitable")
+    ax.set_title("reliability (equal-mass bins; counts shown)")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def confusion(ax, y, p, threshold: float = 0.5):
+    """2 x 2 confusion matrix at ``threshold``."""
+    y = np.asarray(y, int)
+    pred = (np.asarray(p) >= threshold).astype(int)
+    m = np.array([[np.sum((y == a) & (pred == b)) for b in (0, 1)] for a in (0, 1)])
+    ax.imshow(m, cmap="Blues")
+    for a in range(2):
+        for b in range(2):
+            ax.text(b, a, str(m[a, b]), ha="center", va="center",
+                    color="white" if m[a, b] > m.max() / 2 else "black")
+    ax.set_xticks([0, 1], ["predicted no", "predicted yes"])
+    ax.set_yticks([0, 1], ["not habitable", "habitable"])
+    ax.set_title(f"confusion matrix (threshold {threshold})")
+    return ax
+
+
+def ablation_bars(ax, full: float, ablations: dict, metric: str = "auprc"):
+    """The model's metric with each modality hidden, next to the full model."""
+    names = ["all modalities", *[f"without {m}" for m in ablations]]
+    values = [full, *[ablations[m][metric] for m in ablations]]
+    ax.barh(names, values, color=["tab:blue"] + ["tab:orange"] * len(ablations))
+    ax.set_xlabel(metric.upper())
+    ax.set_title(f"ablation: {metric.upper()} with one modality hidden")
+    ax.invert_yaxis()
+    return ax

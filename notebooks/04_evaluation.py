@@ -15,10 +15,17 @@
 
 # %% [markdown]
 # # 04 · Evaluation
-# Does the model beat simple physics and simple ML on planets from systems it never saw, and can
-# its probabilities be trusted? **Status: model evaluation is not implemented yet (evaluation
-# issue), and no model has been trained.** What is here already: the prevalence of the label on
-# each host-grouped split, and why plain accuracy cannot be the headline metric.
+# Does the model beat simple physics and simple ML on planets from host systems it never saw, and
+# can its probabilities be trusted? On the held-out test split (grouped by host), with 95%
+# intervals from a bootstrap that resamples whole host systems: AUPRC, AUROC, Brier, calibration,
+# balanced accuracy, MCC, F1 — against the majority class, the HZ + rocky rule, logistic
+# regression and gradient boosting; each modality masked in turn; and the per-task heads.
+#
+# Read it knowing two things. (1) Positives are rare: plain accuracy is shown only beside the
+# majority-class accuracy, because answering "not habitable" every time already scores it.
+# (2) The hard label *is* the HZ + rocky rule on the catalog point estimates, so that rule is
+# perfect on it by construction; what physics alone cannot give is the uncertainty — the Brier
+# score against the Monte-Carlo soft label P(habitable) is the headline for that.
 
 # %% tags=["parameters"]
 run_dir: str = "../outputs/notebook_defaults"  # run folder: every product of the run is written here
@@ -26,47 +33,76 @@ seed: int = 0  # global random seed (data split, init, sampling)
 bootstrap_samples: int = 200  # bootstrap resamples (by host) for confidence intervals
 
 # %%
-import json
-from pathlib import Path
-
+import matplotlib.pyplot as plt
 import pandas as pd
 
-from astrobio_lib import config
+from astrobio_lib import config, evaluate, plots
 from astrobio_lib.report import completion_marker, data_banner
 
 cfg = config.from_namespace(globals())
 print(data_banner(cfg.run.run_dir))
-labels_path = Path(cfg.run.run_dir) / "data" / "labels.csv"
-if not labels_path.is_file():
-    raise FileNotFoundError(f"{labels_path} not found: run 01_data_validation for this run first")
-labels = pd.read_csv(labels_path)
+result = evaluate.evaluate_run(cfg.run.run_dir, bootstrap=cfg.eval.bootstrap_samples, seed=cfg.run.seed)
+print(f"checkpoint {result['checkpoint']} ({result['model_preset']}); test split: {result['n_test_planets']} "
+      f"decidable planets from {result['n_test_hosts']} host systems, {result['model']['positives']} habitable "
+      f"(prevalence {result['model']['prevalence']:.3f})")
 
 # %% [markdown]
-# ## Prevalence per split, and the majority-class baseline
-# Answering "not habitable" for every planet scores the accuracy below while finding no habitable
-# planet at all: accuracy is shown only beside this number, never as the headline.
+# ## Metrics with 95% host-bootstrap intervals
 
 # %%
-decided = labels.dropna(subset=["habitable"])
 rows = []
-for split, part in decided.groupby("split"):
-    positives = int(part["habitable"].astype(bool).sum())
-    rows.append({"split": split, "planets_decidable": len(part), "habitable": positives,
-                 "prevalence_%": round(100 * positives / len(part), 2),
-                 "majority_class_accuracy_%": round(100 * (1 - positives / len(part)), 2)})
-prevalence = pd.DataFrame(rows).set_index("split")
-prevalence
+for name, intervals in result["intervals"].items():
+    row = {"predictor": name}
+    for metric, (point, low, high) in intervals.items():
+        row[metric] = f"{point:.3f} [{low:.3f}, {high:.3f}]"
+    rows.append(row)
+pd.DataFrame(rows).set_index("predictor")[["auprc", "auroc", "brier_soft", "brier", "ece", "balanced_accuracy", "mcc", "f1"]]
+
+# %%
+m = result["model"]
+print(f"accuracy {m['accuracy']:.3f} vs majority-class accuracy {m['majority_accuracy']:.3f}: with "
+      f"{100 * m['prevalence']:.1f}% positives, 'never habitable' already scores the latter, so accuracy is not the headline.")
+
+# %% [markdown]
+# ## Curves and calibration
+
+# %%
+pred = pd.DataFrame(result["predictions"])
+scored = {"model": pred["prob"], **{c.replace("baseline_", ""): pred[c] for c in pred.columns if c.startswith("baseline_")}}
+fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
+plots.precision_recall(axes[0], pred["y"].astype(int), scored, m["prevalence"])
+plots.reliability_diagram(axes[1], pd.DataFrame(result["reliability"]))
+plots.confusion(axes[2], pred["y"], pred["prob"])
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Ablation: each modality hidden in turn
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 3))
+plots.ablation_bars(ax, m["auprc"], result["ablations"])
+plt.tight_layout()
+plt.show()
+pd.DataFrame(result["ablations"]).T[["auprc", "auroc", "brier_soft"]].round(3)
+
+# %% [markdown]
+# ## The other heads
+
+# %%
+pd.Series(result["tasks"])
 
 # %% [markdown]
 # ## Verdict
 
 # %%
-test = prevalence.loc["test"].to_dict()
-(Path(cfg.run.run_dir) / "evaluation.json").write_text(json.dumps(
-    {"status": "no model evaluated yet", "prevalence": prevalence.reset_index().to_dict("records")}, indent=2))
-print(f"evaluation verdict: NO MODEL YET. On the test split, {int(test['habitable'])} of "
-      f"{int(test['planets_decidable'])} decidable planets are habitable ({test['prevalence_%']}%); "
-      f"'never habitable' scores {test['majority_class_accuracy_%']}% accuracy.")
+print(data_banner(cfg.run.run_dir))
+print("evaluation verdict (Brier vs the soft label, and AUPRC, each with 95% host-bootstrap intervals; "
+      "'beats' needs non-overlapping intervals):")
+print("\n".join("  " + line for line in result["verdicts"]))
+beaten = [line for line in result["verdicts"] if "BEATS" in line]
+print("The model beats " + (f"{len(beaten)} of {len(result['verdicts'])} baselines on at least one metric."
+                            if beaten else "NO baseline on either metric with non-overlapping intervals."))
 
 # %% tags=["completion-marker"]
 completion_marker("04_evaluation")

@@ -229,7 +229,7 @@ def test_no_catalog_no_network_runs_synthetic_and_every_report_says_so(tmp_path)
 
     params = tmp_path / "nocat.yaml"
     params.write_text(f"catalog_source: auto\ncatalog_path: {tmp_path / 'absent.csv'}\nn_planets: 64\n"
-                      "label_mc_samples: 16\n")
+                      "label_mc_samples: 16\nmax_steps: 10\nbootstrap_samples: 20\n")
     env = {k: v for k, v in os.environ.items() if k != "ASTROBIO_CATALOG"}
     res = subprocess.run([sys.executable, "-m", "astrobio_lib.pipeline", str(params), "--outputs",
                           str(tmp_path / "out"), "--from", "01"], cwd=REPO, env=env,
