@@ -23,7 +23,6 @@ import hashlib
 import html
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -33,6 +32,7 @@ from typing import Any, Optional, Sequence
 
 from astrobio_lib import config as cfg_mod
 from astrobio_lib.config import ConfigError
+from astrobio_lib.fsutil import atomic_write
 from astrobio_lib.report import COMPLETION_MARKER
 
 log = logging.getLogger("astrobio.pipeline")
@@ -222,18 +222,9 @@ def _load_state(run_dir: Path) -> dict[str, NotebookState]:
         return {}
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _save_state(run_dir: Path, states: dict[str, NotebookState]) -> None:
     payload = {"notebooks": {k: dataclasses.asdict(v) for k, v in states.items()}}
-    _atomic_write(run_dir / STATE_FILE, json.dumps(payload, indent=2))
+    atomic_write(run_dir / STATE_FILE, json.dumps(payload, indent=2))
 
 
 def report_has_marker(path: Path, name: str) -> bool:
@@ -283,7 +274,7 @@ text-align:left;vertical-align:top}} pre{{white-space:pre-wrap;max-width:60em;ma
 {''.join(rows)}
 </table></body></html>
 """
-    _atomic_write(run_dir / "index.html", page)
+    atomic_write(run_dir / "index.html", page)
 
 
 def _export_html(ipynb: Path) -> None:

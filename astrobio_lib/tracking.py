@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from astrobio_lib.fsutil import atomic_write
+
 log = logging.getLogger("astrobio.train")
 
 
@@ -61,9 +63,7 @@ class MetricsLog:
                 kept.append(line)
             else:
                 dropped += 1
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(k + "\n" for k in kept))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, "".join(k + "\n" for k in kept))
         return dropped
 
     def write(self, record: dict[str, Any]) -> None:

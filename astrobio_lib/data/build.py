@@ -25,7 +25,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from astrobio_lib.data.catalog import Provenance
 from astrobio_lib.data.habitability import label_table
 from astrobio_lib.data.loader import split_by_host
 from astrobio_lib.data.validate import findings_as_dicts, validate_catalog
+from astrobio_lib.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +54,6 @@ CATALOG_FEATURES = (
     "log10_semi_major_axis", "eccentricity", "log10_star_radius", "log10_star_mass",
     "star_metallicity", "star_logg", "log10_star_luminosity", "esi", "log10_distance",
     "radius_relative_error", "planets_in_system")
-
-
-def _atomic_bytes(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(payload)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _sha256(payload: bytes) -> str:
@@ -88,7 +79,7 @@ def write_labels(catalog: pd.DataFrame, provenance: Provenance, data_cfg: DataCo
     labels = labels[LABEL_COLUMNS]
     buf = io.StringIO()
     labels.to_csv(buf, index=False)
-    _atomic_bytes(out_dir / "labels.csv", buf.getvalue().encode())
+    atomic_write(out_dir / "labels.csv", buf.getvalue().encode())
     (out_dir / "catalog_provenance.json").write_text(json.dumps(provenance.to_dict(), indent=2))
     return labels
 
@@ -301,7 +292,7 @@ def build_dataset(catalog: pd.DataFrame, provenance: Provenance, data_cfg: DataC
         "atmospheres": sub_atm.assign(pl_name=sub_labels["pl_name"]).round(8).to_dict("records"),
         "build_seconds": round(time.perf_counter() - t0, 2),
     }
-    _atomic_bytes(out_dir / "manifest.json", json.dumps(manifest, indent=1, default=_json_default).encode())
+    atomic_write(out_dir / "manifest.json", json.dumps(manifest, indent=1, default=_json_default).encode())
     manifest["reused"] = False
     log.info("dataset built in %.1f s: %d planets, %d shards", manifest["build_seconds"], n, len(shards))
     return manifest
@@ -320,4 +311,4 @@ def _json_default(obj):
 def _write_if_changed(path: Path, payload: bytes) -> None:
     if path.is_file() and sha256_file(path) == _sha256(payload):
         return
-    _atomic_bytes(path, payload)
+    atomic_write(path, payload)

@@ -22,6 +22,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from astrobio_lib.fsutil import atomic_write
+
 log = logging.getLogger("astrobio.train")
 MANIFEST = "manifest.json"
 
@@ -62,12 +64,7 @@ def _sha256(path: Path) -> str:
 
 
 def _atomic_json(path: Path, payload: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(payload, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(payload, indent=1))
 
 
 def read_manifest(ckpt_dir: str | Path) -> list[dict[str, Any]]:

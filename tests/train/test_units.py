@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from astrobio_lib import config, tracking
+from astrobio_lib.train import checkpoint as ckpt
+from astrobio_lib.train.loop import train
+from astrobio_lib.train.optim import build_optimizer, build_scheduler, param_groups
+
+
+def test_adapters_are_refused_not_silently_ignored(tmp_path):
+    with pytest.raises(config.ConfigError, match="llm_adapter='qlora'.*not implemented in the trainer"):
+        train(config.from_mapping({"run_dir": str(tmp_path), "llm_adapter": "qlora"}))
+
+
+def test_memory_alerts_are_per_device():
+    stats = {"cpu_rss_peak_gb": 3.0, "gpu0_peak_gb": 22.0, "gpu0_peak_fraction": 0.92,
+             "gpu1_peak_gb": 20.0, "gpu1_peak_fraction": 0.83}
+    alerts = tracking.memory_alerts(stats, 0.9)
+    assert len(alerts) == 1 and alerts[0].startswith("gpu0 peak 22.00 GB = 92%")
+
+
+def test_no_weight_decay_on_norms_and_biases():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    decay, no_decay = param_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[2].weight)}
+    assert len(no_decay["params"]) == 4  # two biases, LayerNorm weight and bias
+    with pytest.raises(RuntimeError, match="paged_adamw8bit"):
+        build_optimizer(model, "paged_adamw8bit", 1e-3)
+
+
+def test_warmup_cosine_schedule():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_scheduler(opt, "cosine", max_steps=110, warmup_steps=10)
+    lrs = []
+    for _ in range(110):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(1 / 11) and lrs[9] == pytest.approx(10 / 11)
+    assert lrs[10] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.1, abs=1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+
+
+def test_checkpoints_keep_last_k_plus_best(tmp_path):
+    for step in range(1, 8):
+        ckpt.save(tmp_path, step, {"x": torch.tensor(step)}, keep=2, best=step == 3)
+    kept = sorted(e["file"] for e in ckpt.read_manifest(tmp_path))
+    assert kept == ["step_00000003.pt", "step_00000006.pt", "step_00000007.pt"]
+    assert sorted(p.name for p in tmp_path.glob("step_*.pt")) == kept
+    state, path = ckpt.load_latest(tmp_path)
+    assert int(state["x"]) == 7 and path.name == "step_00000007.pt"
