@@ -86,13 +86,6 @@ DEVICES: dict[str, Device] = {
 # The seeds' stated component sizes (parameters), for comparison with our presets, whose counts
 # come from building them on the meta device (astrobio_lib.models.presets).
 SEEDS_STATED_PARAMETERS = {"llm": 13.14e9, "graph_vae": 1.2e9, "datacube_cnn": 2.5e9}
-# The seeds' own memory figures, quoted for the notebook's comparison.
-SEEDS_CLAIMS = {
-    "memory_total_gb": 54.0,
-    "available_gb": 48.0,
-    "verdict": "~54 GB fits in 48 GB (2 x 24 GB)",
-    "alert_gb": 45.0,
-}
 
 _WEIGHT_BYTES = {"fp32": 4, "bf16-mixed": 4, "fp16-mixed": 4, "bf16": 2}
 PRECISIONS = tuple(_WEIGHT_BYTES)
@@ -486,7 +479,6 @@ def estimate(cfg, plan: Plan, batch: BatchShape, hardware: Optional[Hardware] = 
         device["optimizer"] = 0.0
     elif plan.cpu_offload == "params_optimizer":
         host["params_grads_optimizer_offload"] = weights + grads + opt
-        host["pinned_buffers"] = 0.0
         device["parameters"] = device["gradients"] = device["optimizer"] = 0.0
     if hardware.device is not None:
         tensors = sum(device.values())
