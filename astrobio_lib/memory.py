@@ -292,8 +292,9 @@ def _lora_parameters(cfg, rank: int) -> int:
 
 
 def _llm_activation_elements(cfg, b: int, s: int, plan: Plan) -> tuple[float, float, float, float]:
-    """Returns (16-bit-able elements, fp32 elements, recompute-peak bytes factor inputs, loss elements)
-    for the LLM: per the module docstring."""
+    """Returns the LLM's per-micro-batch activation elements of one layer that may be stored in
+    16 bit, those kept in fp32, the number of layers, and the elements of the fp32 log-softmax of
+    the next-token loss (see the module docstring for each term)."""
     c = cfg.llm
     h, hkv, inter, a, L = c.hidden, c.n_kv_heads * c.head_dim, c.intermediate, c.n_heads, c.n_layers
     # per token, per layer: low-precision-able part and fp32-kept part

@@ -91,20 +91,36 @@ def save(ckpt_dir: str | Path, step: int, state: dict[str, Any], keep: int = 5, 
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    entries = [e for e in read_manifest(ckpt_dir) if e["file"] != path.name]
+    record(ckpt_dir, path.name, step, keep, best, sha256=_sha256(path))
+    return path
+
+
+def record(ckpt_dir: str | Path, name: str, step: int, keep: int, best: bool, sha256: Optional[str] = None,
+           sharded: bool = False) -> None:
+    """Adds a written checkpoint (a file, or a sharded DCP directory) to the manifest, then keeps
+    the last ``keep`` plus the best and deletes the others."""
+    import shutil
+
+    ckpt_dir = Path(ckpt_dir)
+    entries = [e for e in read_manifest(ckpt_dir) if e["file"] != name]
     if best:
         for e in entries:
             e["best"] = False
-    entries.append({"file": path.name, "step": step, "sha256": _sha256(path), "best": best,
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    entry = {"file": name, "step": step, "sha256": sha256, "best": best, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if sharded:
+        entry["sharded"] = True
+    entries.append(entry)
     entries.sort(key=lambda e: e["step"])
     recent = {e["file"] for e in entries[-keep:]}
     kept = [e for e in entries if e["file"] in recent or e.get("best")]
     _atomic_json(ckpt_dir / MANIFEST, {"checkpoints": kept})
     for e in entries:
         if e not in kept:
-            (ckpt_dir / e["file"]).unlink(missing_ok=True)
-    return path
+            target = ckpt_dir / e["file"]
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
 
 
 def load_latest(ckpt_dir: str | Path, path: Optional[str | Path] = None) -> Optional[tuple[dict[str, Any], Path]]:

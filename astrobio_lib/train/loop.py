@@ -31,7 +31,7 @@ from astrobio_lib.models.presets import get_preset
 from astrobio_lib.train import checkpoint as ckpt
 from astrobio_lib.train import distributed
 from astrobio_lib.train.data_order import ResumableOrder
-from astrobio_lib.train.optim import build_optimizer, build_scheduler, param_groups
+from astrobio_lib.train.optim import build_optimizer, build_scheduler, optimizer_for_groups, param_groups
 
 log = logging.getLogger("astrobio.train")
 
@@ -204,7 +204,7 @@ def train(cfg: Config) -> TrainResult:
     if distributed.is_sharded(model) and t.optimizer != "adamw":
         # bitsandbytes rejects DTensors (bitsandbytes#1403): step on the local shards
         optimizer = distributed.LocalShardOptimizer(
-            model, lambda groups: build_optimizer_from_groups(groups, t.optimizer, t.learning_rate),
+            model, lambda groups: optimizer_for_groups(groups, t.optimizer, t.learning_rate, device),
             param_groups(model, t.weight_decay))
         sched_target = optimizer.inner
     else:
@@ -259,7 +259,7 @@ def train(cfg: Config) -> TrainResult:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             distributed.save_sharded(path, model, optimizer, state, info)
             if info.is_main:
-                _record_dir_checkpoint(ckpt_dir, counters["step"], Path(path).name, t.keep_checkpoints, best)
+                ckpt.record(ckpt_dir, Path(path).name, counters["step"], t.keep_checkpoints, best, sharded=True)
             return path
         state.update(model=distributed.unwrap(model).state_dict(), optimizer=optimizer.state_dict())
         if info.is_main:
@@ -386,35 +386,6 @@ def train(cfg: Config) -> TrainResult:
         (run_dir / "train_result.json").write_text(json.dumps(result.to_dict(), indent=2))
     distributed.barrier(info)
     return result
-
-
-def build_optimizer_from_groups(groups: list[dict], name: str, lr: float):
-    """The optimizer over prepared parameter groups (used for FSDP2 local shards)."""
-    import bitsandbytes as bnb
-
-    if name == "adamw8bit":
-        return bnb.optim.AdamW8bit(groups, lr=lr, betas=(0.9, 0.95))
-    if name == "paged_adamw8bit":
-        return bnb.optim.PagedAdamW8bit(groups, lr=lr, betas=(0.9, 0.95))
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
-
-
-def _record_dir_checkpoint(ckpt_dir: Path, step: int, name: str, keep: int, best: bool) -> None:
-    import shutil
-
-    entries = [e for e in ckpt.read_manifest(ckpt_dir) if e["file"] != name]
-    if best:
-        for e in entries:
-            e["best"] = False
-    entries.append({"file": name, "step": step, "sha256": None, "best": best, "sharded": True,
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    entries.sort(key=lambda e: e["step"])
-    recent = {e["file"] for e in entries[-keep:]}
-    kept = [e for e in entries if e["file"] in recent or e.get("best")]
-    ckpt._atomic_json(ckpt_dir / ckpt.MANIFEST, {"checkpoints": kept})
-    for e in entries:
-        if e not in kept:
-            shutil.rmtree(ckpt_dir / e["file"], ignore_errors=True)
 
 
 def _load_checkpoint(ckpt_dir: Path, path: Optional[str], sharded: bool, model, optimizer,

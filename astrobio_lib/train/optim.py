@@ -29,8 +29,17 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float 
         ValueError: unknown name.
         RuntimeError: ``paged_adamw8bit`` without CUDA (paging needs CUDA unified memory).
     """
-    groups = param_groups(model, weight_decay)
-    device = next(model.parameters()).device
+    return optimizer_for_groups(param_groups(model, weight_decay), name, lr, next(model.parameters()).device, betas)
+
+
+def optimizer_for_groups(groups: list[dict], name: str, lr: float, device: torch.device,
+                         betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.Optimizer:
+    """Returns the named optimizer over prepared parameter groups (also FSDP2's local shards).
+
+    Raises:
+        ValueError: unknown name.
+        RuntimeError: ``paged_adamw8bit`` without CUDA.
+    """
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.type == "cuda")
     if name in ("adamw8bit", "paged_adamw8bit"):

@@ -50,3 +50,14 @@ def test_checkpoints_keep_last_k_plus_best(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("step_*.pt")) == kept
     state, path = ckpt.load_latest(tmp_path)
     assert int(state["x"]) == 7 and path.name == "step_00000007.pt"
+
+
+def test_sharded_checkpoint_directories_are_pruned_like_files(tmp_path):
+    for step in range(1, 5):
+        d = tmp_path / f"step_{step:08d}.dcp"
+        d.mkdir()
+        (d / "rank_0.pt").write_bytes(b"x")
+        ckpt.record(tmp_path, d.name, step, keep=2, best=step == 1, sharded=True)
+    assert sorted(p.name for p in tmp_path.glob("step_*")) == [
+        "step_00000001.dcp", "step_00000003.dcp", "step_00000004.dcp"]
+    assert all(e["sharded"] for e in ckpt.read_manifest(tmp_path))
