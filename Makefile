@@ -11,13 +11,6 @@ RUN         ?= smoke
 PIPELINE_ARGS ?=
 NBMAKE_TIMEOUT ?= 1800
 
-# The real catalog snapshot beside the repo (development, CI): notebooks run on their default
-# parameters (nbmake, JupyterLab) find it through this variable. Unset when the file is absent.
-SHARED_CATALOG := $(wildcard $(abspath ../shared/data/pscomppars_2025-12-15.csv))
-ifneq ($(SHARED_CATALOG),)
-export ASTROBIO_CATALOG ?= $(SHARED_CATALOG)
-endif
-
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.astrobio-installed
 NB_PY := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))

@@ -1,16 +1,15 @@
-"""Shared fixtures: the real catalog snapshot (skipped cleanly when ../shared is absent) and a
-builder for tiny percent-format notebooks the pipeline runner can execute."""
+"""Shared fixtures: the real catalog snapshot shipped inside the package (so the tests run on a
+fresh clone without ../shared), a built smoke dataset, and a builder for tiny percent-format
+notebooks the pipeline runner can execute."""
 
 from __future__ import annotations
 
-import os
 import textwrap
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_CATALOG = REPO.parent / "shared" / "data" / "pscomppars_2025-12-15.csv"
 
 NOTEBOOK_HEADER = """\
 # ---
@@ -24,11 +23,12 @@ NOTEBOOK_HEADER = """\
 
 
 @pytest.fixture(scope="session")
-def shared_catalog() -> Path:
-    path = Path(os.environ.get("ASTROBIO_CATALOG") or SHARED_CATALOG)
-    if not path.is_file():
-        pytest.skip(f"real catalog snapshot not found at {path} (../shared/data absent)")
-    return path
+def real_catalog() -> Path:
+    """The NASA Exoplanet Archive PSCompPars snapshot shipped with the package (real planets)."""
+    from astrobio_lib.data.catalog import SNAPSHOT_PATH
+
+    assert SNAPSHOT_PATH.is_file(), f"the shipped snapshot {SNAPSHOT_PATH} is missing from the checkout"
+    return SNAPSHOT_PATH
 
 
 def make_notebook(directory: Path, name: str, body: str = "", params: str = "") -> Path:
@@ -52,3 +52,14 @@ completion_marker("{name}")
     path = directory / f"{name}.py"
     path.write_text(text)
     return path
+
+
+def built(values: dict, where: str = "test parameters"):
+    """Returns the validated config of ``values`` after building its dataset in ``run_dir/data``
+    (what notebook 01 does before training); a second call reuses the build."""
+    from astrobio_lib import config
+    from astrobio_lib.data.build import build_for_config
+
+    cfg = config.from_mapping(values, where=where)
+    build_for_config(cfg)
+    return cfg

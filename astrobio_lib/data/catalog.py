@@ -4,9 +4,15 @@ Sources (``catalog_source``):
 - ``file``: a local PSCompPars CSV (``catalog_path``, or env ``ASTROBIO_CATALOG``); its ``#``
   header lines are skipped.
 - ``archive``: the archive's TAP service (table ``pscomppars``), cached with its sha256.
+- ``snapshot``: the PSCompPars snapshot of 2025-12-15 (6,061 planets) shipped inside the package
+  (``astrobio_lib/data/snapshot/``, gzip) — the embedded default, so a fresh clone runs offline on
+  real planets.
 - ``synthetic``: a SYNTHETIC population from :func:`synthetic_population` (documented priors from
   published occurrence rates); labelled synthetic in the provenance and every report.
-- ``auto``: file, then archive, then synthetic; whichever is used is recorded in the provenance.
+- ``auto``: a configured file (``catalog_path`` or ``ASTROBIO_CATALOG``) — which must then exist —
+  else the archive, else the shipped snapshot; the SYNTHETIC population only when nothing was
+  configured and the snapshot is missing from the installation. Whichever is used is recorded in
+  the provenance.
 
 Cleaning (:func:`clean`): values carrying a limit flag (``*lim`` = +1 upper or -1 lower limit)
 are not measurements: they move to ``<col>_bound`` and the value becomes NaN. Asymmetric errors
@@ -53,6 +59,11 @@ MEASURED = ("pl_orbper", "pl_orbsmax", "pl_rade", "pl_bmasse", "pl_orbeccen", "p
             "pl_eqt", "st_teff", "st_rad", "st_mass", "st_met", "st_logg")
 
 
+SNAPSHOT_DATE = "2025-12-15"
+SNAPSHOT_PATH = Path(__file__).resolve().parent / "snapshot" / f"pscomppars_{SNAPSHOT_DATE}.csv.gz"
+SOURCES = ("auto", "file", "archive", "snapshot", "synthetic")
+
+
 class CatalogError(RuntimeError):
     """The catalog could not be read or fetched; the message says what to do."""
 
@@ -78,9 +89,12 @@ class Provenance:
 
 
 def sha256_file(path: str | Path) -> str:
-    """Returns the hex sha256 of a file."""
+    """Returns the hex sha256 of a file — of its decompressed content for ``.gz`` (so the shipped
+    snapshot has the sha256 of the CSV the archive exported)."""
+    import gzip
+
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -104,7 +118,38 @@ def read_csv(path: str | Path) -> pd.DataFrame:
     if missing:
         raise CatalogError(f"catalog file {path} lacks columns {missing}: export the full "
                            f"PSCompPars table (select * from pscomppars)")
+    if raw.empty:
+        raise CatalogError(f"catalog file {path} has a header but no planet rows: export the "
+                           f"PSCompPars table again (select * from pscomppars)")
+    check_numeric(raw, str(path))
     return raw
+
+
+def numeric_columns() -> list[str]:
+    """Returns the catalog columns that must hold numbers (values, errors and limit flags)."""
+    cols = []
+    for col in MEASURED:
+        cols += [col, f"{col}err1", f"{col}err2", f"{col}lim"]
+    return cols
+
+
+def check_numeric(raw: pd.DataFrame, where: str) -> None:
+    """Refuses text in a numeric column, naming the column and the first offending rows.
+
+    Raises:
+        CatalogError: a numeric column holds values that are not numbers.
+    """
+    for col in numeric_columns():
+        if col not in raw.columns or pd.api.types.is_numeric_dtype(raw[col]):
+            continue
+        parsed = pd.to_numeric(raw[col], errors="coerce")
+        bad = raw[col].notna() & parsed.isna()
+        if bad.any():
+            rows = raw.loc[bad, [c for c in ("pl_name", col) if c in raw.columns]].head(3)
+            examples = "; ".join(f"row {i}: {r.get('pl_name', '?')} = {r[col]!r}" for i, r in rows.iterrows())
+            raise CatalogError(f"catalog {where}: column {col} must be numeric but {int(bad.sum())} value(s) "
+                               f"are not ({examples}); fix or blank those cells")
+        raw[col] = parsed
 
 
 def clean(raw: pd.DataFrame) -> pd.DataFrame:
@@ -191,26 +236,51 @@ def resolve_catalog_path(catalog_path: Optional[str]) -> Optional[Path]:
     return Path(value) if value else None
 
 
+def load_snapshot() -> tuple[pd.DataFrame, Provenance]:
+    """Returns the shipped PSCompPars snapshot, cleaned, with its provenance.
+
+    Raises:
+        CatalogError: the snapshot file is missing from this installation.
+    """
+    if not SNAPSHOT_PATH.is_file():
+        raise CatalogError(f"the shipped catalog snapshot {SNAPSHOT_PATH} is missing from this installation: "
+                           f"reinstall astrobio (pip install -e .) or set catalog_path to a PSCompPars CSV")
+    raw = read_csv(SNAPSHOT_PATH)
+    return clean(raw), Provenance("snapshot", f"{SNAPSHOT_PATH.name} (shipped with astrobio, archive export of "
+                                  f"{SNAPSHOT_DATE})", sha256_file(SNAPSHOT_PATH), len(raw), False,
+                                  note=f"NASA Exoplanet Archive PSCompPars snapshot of {SNAPSHOT_DATE}")
+
+
 def load_catalog(source: str = "auto", catalog_path: Optional[str] = None,
                  cache_dir: Optional[str | Path] = None,
                  timeout_s: float = 10.0) -> tuple[pd.DataFrame, Provenance]:
     """Returns (cleaned catalog, provenance) from the requested source.
 
+    Synthetic planets are used only when asked for, or in ``auto`` when nothing was configured
+    and the shipped snapshot is missing: a configured file that does not exist is an error, never
+    a reason to train on fake planets.
+
     Raises:
-        CatalogError: the requested source is not available (for ``auto``: none was).
+        CatalogError: the requested source is not available (a configured file is missing or
+            malformed; the archive is unreachable for ``archive``; the snapshot is missing).
         ValueError: unknown ``source``.
     """
-    if source not in ("auto", "file", "archive", "synthetic"):
-        raise ValueError(f"catalog_source={source!r}: must be auto, file, archive or synthetic")
+    if source not in SOURCES:
+        raise ValueError(f"catalog_source={source!r}: must be one of {', '.join(SOURCES)}")
     tried: list[str] = []
     if source in ("file", "auto"):
         path = resolve_catalog_path(catalog_path)
-        if path is not None and path.is_file():
+        if path is not None:
+            if not path.is_file():
+                origin = "catalog_path" if catalog_path else f"env {ENV_CATALOG}"
+                raise CatalogError(f"catalog file {path} (from {origin}) does not exist: fix the path, or remove it "
+                                   f"to use the shipped {SNAPSHOT_DATE} snapshot (catalog_source: snapshot)")
             raw = read_csv(path)
             return clean(raw), Provenance("file", str(path), sha256_file(path), len(raw), False)
         if source == "file":
-            read_csv(path or Path(f"<catalog_path or ${ENV_CATALOG} unset>"))  # raises with the fix
-        tried.append(f"file ({path or 'no catalog_path / ' + ENV_CATALOG})")
+            raise CatalogError(f"catalog_source: file but neither catalog_path nor env {ENV_CATALOG} is set: "
+                               f"set one, or use catalog_source: snapshot / auto")
+        tried.append(f"file (no catalog_path / {ENV_CATALOG})")
     if source in ("archive", "auto"):
         try:
             dest = fetch_archive(Path(cache_dir or ".") / "archive_cache", timeout_s=timeout_s)
@@ -220,9 +290,13 @@ def load_catalog(source: str = "auto", catalog_path: Optional[str] = None,
         except CatalogError as exc:
             if source == "archive":
                 raise
-            log.warning("catalog: archive unavailable: %s", exc)
+            log.info("catalog: archive unavailable (%s): using the shipped %s snapshot", exc, SNAPSHOT_DATE)
             tried.append("archive (offline)")
-    # synthetic (explicitly, or as the last resort of auto)
+    if source in ("snapshot", "auto"):
+        if source == "snapshot" or SNAPSHOT_PATH.is_file():
+            return load_snapshot()
+        tried.append("shipped snapshot (missing from this installation)")
+    # synthetic (explicitly, or as the last resort of auto with nothing configured)
     if tried:
         log.warning("catalog: no real catalog available (tried %s): using the SYNTHETIC population",
                     ", ".join(tried))

@@ -122,6 +122,33 @@ def validate_catalog(catalog: pd.DataFrame, required: Sequence[str] = ("pl_name"
     return rep
 
 
+def validate_labels(labels: pd.DataFrame, max_undetermined: float = 0.5) -> Report:
+    """Returns findings on the habitability labels of the whole catalog: fatal when most planets
+    are undetermined (e.g. no insolation and no way to derive it) or when no decidable planet is
+    habitable (the head would learn a constant)."""
+    rep = Report()
+    n = len(labels)
+    if n == 0 or "habitable" not in labels:
+        rep.add("fatal", "labels", "no labels were computed", "check the catalog columns")
+        return rep
+    hz = labels["hz_optimistic"] if "hz_optimistic" in labels else labels["habitable"]
+    undetermined = int(hz.isna().sum())
+    positives = int((labels["habitable"] == True).sum())  # noqa: E712
+    decidable = int(labels["habitable"].notna().sum())
+    if undetermined > max_undetermined * n:
+        rep.add("fatal", "labels", f"the habitable zone is undetermined for {undetermined} of {n} planets "
+                f"({100 * undetermined / n:.0f}%)", "the catalog lacks insolation (pl_insol) or the stellar radius, "
+                "temperature and semi-major axis to derive it: export those columns", count=undetermined)
+    elif undetermined:
+        rep.add("info", "labels", f"habitable zone undetermined for {undetermined} of {n} planets", "",
+                count=undetermined)
+    if positives == 0:
+        rep.add("fatal", "labels", f"no habitable planet among the {decidable} decidable ones: the "
+                "habitability head would learn a constant", "use a catalog that contains rocky planets in the "
+                "habitable zone (the full PSCompPars table has ~25)")
+    return rep
+
+
 def validate_dataset(data_dir: str | Path) -> Report:
     """Returns the findings on a built dataset folder (manifest, shards, graphs, labels)."""
     from astrobio_lib.data.build import sha256_file

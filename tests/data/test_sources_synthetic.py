@@ -26,9 +26,11 @@ def test_registry_covers_the_seeds_and_never_hangs():
 
 
 def test_auto_falls_back_to_a_labelled_synthetic_population(monkeypatch, tmp_path):
+    """Only with nothing configured, the archive offline and no shipped snapshot."""
     monkeypatch.delenv(catalog.ENV_CATALOG, raising=False)
     monkeypatch.setattr(catalog, "fetch_archive", lambda *a, **k: (_ for _ in ()).throw(catalog.CatalogError("offline")))
-    df, prov = catalog.load_catalog("auto", str(tmp_path / "missing.csv"), cache_dir=tmp_path)
+    monkeypatch.setattr(catalog, "SNAPSHOT_PATH", tmp_path / "not_installed.csv.gz")
+    df, prov = catalog.load_catalog("auto", None, cache_dir=tmp_path)
     assert prov.synthetic and prov.source == "synthetic" and "SYNTHETIC" in prov.banner()
     assert "tried" in prov.note
     assert df["pl_name"].str.startswith("SYN-").all()
