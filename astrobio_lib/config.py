@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,8 +71,8 @@ class EnvironmentConfig:
 
 @dataclass
 class DataConfig:
-    catalog_source: str = param("auto", "file | archive | synthetic | auto (file, then archive, "
-                                "then synthetic)", choices=("auto", "file", "archive", "synthetic"))
+    catalog_source: str = param("auto", "auto (catalog_path, then archive, then the shipped snapshot) | file | "
+                                "archive | snapshot | synthetic", choices=("auto", "file", "archive", "snapshot", "synthetic"))
     catalog_path: Optional[str] = param(None, "local PSCompPars CSV; None: env ASTROBIO_CATALOG",
                                         path=True)
     label_mc_samples: int = param(256, "Monte-Carlo draws per planet for the soft label P(habitable)",
@@ -105,6 +106,7 @@ class HardwareConfig:
     host_ram_gb: Optional[float] = param(None, "host RAM of the target machine in GB; None: this "
                                          "machine's", min=1.0)
     mfu: float = param(0.35, "assumed model FLOPs utilisation for time estimates", min=0.01, max=1.0)
+    force_plan: bool = param(False, "run a plan the memory budget says does not fit (expect out-of-memory errors)")
 
 
 @dataclass
@@ -141,6 +143,11 @@ class TrainConfig:
     memory_alert_fraction: float = param(0.9, "warn when a device's peak exceeds this fraction of it",
                                          min=0.1, max=1.0)
     nan_patience: int = param(3, "stop (after a checkpoint) after N consecutive non-finite steps", min=1)
+    divergence_factor: float = param(10.0, "warn when the loss exceeds this multiple of its running median", min=1.0)
+    divergence_patience: int = param(5, "... for this many consecutive steps (then warn once per episode)", min=1)
+    divergence_stop: bool = param(False, "stop (after a checkpoint) instead of only warning on divergence")
+    checkpoint_async: bool = param(True, "write periodic checkpoints in a background thread (single-file format)")
+    preempt_grace_s: float = param(25.0, "seconds a SIGTERM leaves to write the final checkpoint", min=0.0)
     nproc: int = param(1, "training processes; more than 1 launches torchrun", min=1, max=64)
     num_workers: int = param(0, "data-loader worker processes", min=0, max=64)
     wandb_mode: str = param("offline", "Weights & Biases: online | offline | disabled (env WANDB_MODE wins)",
@@ -165,6 +172,50 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def validate(self, where: str = "parameters") -> "Config":
+        """Checks the rules that join several keys; returns self.
+
+        Every plan that a later module would refuse is refused here, before any notebook runs.
+
+        Raises:
+            ConfigError: naming the keys that conflict and what to change.
+        """
+        t, d, h = self.train, self.data, self.hardware
+        on_cpu = h.gpu_name.strip().lower() == "cpu"
+        problems: list[str] = []
+        if t.cpu_offload == "params_optimizer" and t.sharding != "fsdp2":
+            problems.append(f"cpu_offload: params_optimizer needs sharding: fsdp2 (FSDP2's CPUOffloadPolicy), got "
+                            f"sharding: {t.sharding}")
+        if t.cpu_offload == "optimizer":
+            problems.append("cpu_offload: optimizer is budgeted by the memory estimator but the trainer does not "
+                            "implement it: use none, or params_optimizer with sharding: fsdp2")
+        if t.llm_adapter != "none":
+            problems.append(f"llm_adapter: {t.llm_adapter} is budgeted by the memory estimator but the trainer does "
+                            f"not train LoRA/QLoRA adapters yet: use llm_adapter: none")
+        if t.precision == "fp16-mixed" and on_cpu:
+            problems.append("precision: fp16-mixed needs a CUDA GPU (GradScaler) but gpu_name: cpu: use fp32 or "
+                            "bf16-mixed")
+        if t.nproc > 1 and t.sharding == "none":
+            problems.append(f"nproc: {t.nproc} with sharding: none would train {t.nproc} unsynchronised replicas: "
+                            f"use sharding: ddp (or fsdp2), or nproc: 1")
+        if not on_cpu and t.nproc > h.gpus_per_node:
+            problems.append(f"nproc: {t.nproc} > gpus_per_node: {h.gpus_per_node}: one training process per GPU; "
+                            f"lower nproc or raise gpus_per_node")
+        if not on_cpu and h.gpu_memory_gb <= 0:
+            problems.append(f"gpu_name: {h.gpu_name} with gpu_memory_gb: {h.gpu_memory_gb}: set the memory per GPU")
+        max_seq = _preset_max_seq_len(self.model.model_preset)
+        if max_seq is not None and d.text_max_len > max_seq:
+            problems.append(f"text_max_len: {d.text_max_len} > the context of model_preset: "
+                            f"{self.model.model_preset} ({max_seq} tokens): lower text_max_len or choose a "
+                            f"larger preset")
+        if t.resume not in ("auto", "never") and not t.resume.strip():
+            problems.append("resume: '' — use auto, never or a checkpoint path")
+        if not str(self.run.run_dir).strip():
+            problems.append("run_dir: '' — name a run folder")
+        if problems:
+            raise ConfigError(f"inconsistent plan in {where}: " + "; ".join(problems))
+        return self
+
     def flat(self) -> dict[str, Any]:
         """Returns the configuration as the flat ``{key: value}`` mapping of a params file."""
         return {f.name: getattr(getattr(self, s.name), f.name)
@@ -172,6 +223,16 @@ class Config:
 
 
 _SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}
+
+
+def _preset_max_seq_len(preset: str) -> Optional[int]:
+    """The LLM context of a model preset (imported late: models import torch)."""
+    from astrobio_lib.models.presets import get_preset
+
+    try:
+        return get_preset(preset).llm.max_seq_len
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -285,7 +346,7 @@ def from_mapping(values: Mapping[str, Any], where: str = "parameters") -> Config
             raise ConfigError(f"unknown parameter {key!r} in {where}{hint} "
                               f"(valid keys are listed by `papermill --help-notebook`)")
         per_section[info.section][key] = _validate_value(info, value, where)
-    return Config(**{s: _SECTIONS[s](**kw) for s, kw in per_section.items()})
+    return Config(**{s: _SECTIONS[s](**kw) for s, kw in per_section.items()}).validate(where)
 
 
 def from_namespace(namespace: Mapping[str, Any], where: str = "notebook parameters") -> Config:
@@ -298,6 +359,20 @@ def from_namespace(namespace: Mapping[str, Any], where: str = "notebook paramete
     return from_mapping({k: v for k, v in namespace.items() if k in keys}, where=where)
 
 
+class YAML12FloatLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading numbers such as ``3e-4`` as floats (YAML 1.2) — YAML 1.1
+    requires a dot (``3.0e-4``) and would otherwise give the string '3e-4'."""
+
+
+YAML12FloatLoader.add_implicit_resolver(  # only the form YAML 1.1 misses: an exponent without a dot
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def parse_yaml_value(raw: str) -> Any:
+    """Returns one YAML scalar as the params files read it (``3e-4`` is a float)."""
+    return yaml.load(raw, Loader=YAML12FloatLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Returns the flat mapping stored in a params YAML file.
 
@@ -308,7 +383,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"params file {path} not found: pass one of params/*.yaml")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=YAML12FloatLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"params file {path} is not valid YAML: {exc}") from exc
     if data is None:

@@ -131,33 +131,17 @@ def bootstrap_by_host(frame: pd.DataFrame, metric: Callable[[pd.DataFrame], Any]
 
 def load_model(run_dir: str | Path, which: str = "best"):
     """Returns (model in eval mode, flat config, checkpoint path) from a run's checkpoints:
-    the best one (lowest validation habitability loss) or the newest.
+    the best one (lowest validation habitability loss) or the newest, verified by its checksum.
 
     Raises:
         FileNotFoundError: the run has no checkpoint (run 03_training first).
+        astrobio_lib.train.checkpoint.CheckpointError: checkpoints exist but none verifies.
     """
     from astrobio_lib.models.fusion import build_model
     from astrobio_lib.models.presets import get_preset
     from astrobio_lib.train import checkpoint as ckpt
 
-    ckpt_dir = Path(run_dir) / "checkpoints"
-    entries = sorted(ckpt.read_manifest(ckpt_dir), key=lambda e: e["step"])
-    if not entries:
-        raise FileNotFoundError(f"no checkpoint in {ckpt_dir}: run 03_training for this run first")
-    chosen = next((e for e in reversed(entries) if e.get("best")), None) if which == "best" else None
-    chosen = chosen or entries[-1]
-    path = ckpt_dir / chosen["file"]
-    if chosen.get("sharded"):
-        from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-
-        flat_path = path.with_suffix(".consolidated.pt")
-        if not flat_path.exists():
-            dcp_to_torch_save(str(path), str(flat_path))
-        state = torch.load(flat_path, map_location="cpu", weights_only=True)["model"]
-        config_flat = torch.load(path / "rank_0.pt", map_location="cpu", weights_only=True)["config"]
-    else:
-        found = ckpt.load_latest(ckpt_dir, path)
-        state, config_flat = found[0]["model"], found[0]["config"]
+    state, config_flat, path = ckpt.load_model_weights(Path(run_dir) / "checkpoints", which)
     model = build_model(get_preset(config_flat["model_preset"]), seed=config_flat["seed"])
     model.load_state_dict(state)
     return model.eval(), config_flat, path

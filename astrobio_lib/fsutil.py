@@ -1,18 +1,205 @@
-"""File-system helpers shared by the pipeline, the dataset build and the checkpoints."""
+"""File-system helpers shared by the pipeline, the dataset build and the checkpoints: atomic
+writes that leave nothing behind on failure, a clear error for a full disk, and a run lock."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import errno
+import json
+import logging
 import os
+import secrets
+import shutil
+import socket
 from pathlib import Path
+from typing import IO, Any, Callable, Iterator, Optional
+
+log = logging.getLogger("astrobio.fs")
 
 
-def atomic_write(path: str | Path, data: bytes | str) -> None:
-    """Writes ``data`` to ``path`` so that a crash leaves either the old file or the new one:
-    a temporary file beside it, flushed and fsync'ed, then renamed over it."""
+class DiskFullError(OSError):
+    """A write failed for lack of space; the message names the path, the bytes and what was kept."""
+
+
+class RunLockedError(RuntimeError):
+    """Another live process holds the run folder's lock."""
+
+
+def temp_path(path: str | Path) -> Path:
+    """Returns a temporary name beside ``path`` that no other writer uses (pid + random suffix)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def free_bytes(path: str | Path) -> int:
+    """Returns the free bytes on the file system holding ``path`` (or its nearest existing parent)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def disk_full_error(path: str | Path, needed: Optional[int], exc: BaseException, kept: str) -> DiskFullError:
+    """Returns the error to raise when a write to ``path`` ran out of space."""
+    need = f"{needed / 1e6:.1f} MB needed, " if needed else ""
+    return DiskFullError(errno.ENOSPC, f"no space left writing {path} ({need}{free_bytes(path) / 1e6:.1f} MB free "
+                                       f"on its disk); {kept}. Free space (or move the run folder) and run the "
+                                       f"same command again. [{exc}]")
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, kept: str = "the previous version is unchanged",
+                needed: Optional[int] = None) -> Iterator[IO[bytes]]:
+    """Yields a binary file that replaces ``path`` atomically when the block ends without error:
+    a uniquely named temporary file beside it, flushed and fsync'ed, then renamed. On any error
+    the temporary file is removed, ``path`` is untouched, and a full disk raises
+    :class:`DiskFullError` naming the path and the bytes."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC and not isinstance(exc, DiskFullError):
+            raise disk_full_error(path, needed, exc, kept) from exc
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write(path: str | Path, data: bytes | str, kept: str = "the previous version is unchanged") -> None:
+    """Writes ``data`` to ``path`` so that a crash leaves either the old file or the new one."""
+    payload = data.encode() if isinstance(data, str) else data
+    with atomic_open(path, kept=kept, needed=len(payload)) as fh:
+        fh.write(payload)
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Makes a rename inside ``path`` durable (no-op where directories cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """An exclusive lock on a run folder (``<run>/<name>``): the holder's pid, host, start time and
+    command are in the file. A lock whose process is gone (same host) is taken over with a log line;
+    one held by a live process, or by another host, is refused naming the holder."""
+
+    def __init__(self, directory: str | Path, name: str = "run.lock", what: str = "run"):
+        self.path = Path(directory) / name
+        self.what = what
+        self.held = False
+
+    def holder(self) -> Optional[dict[str, Any]]:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self) -> "RunLock":
+        """Takes the lock or raises :class:`RunLockedError`."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started": dt.datetime.now().isoformat(timespec="seconds"),
+              "command": " ".join(os.sys.argv)[:300]}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                held = self.holder()
+                if held is None:  # being written this instant, or damaged: look again once
+                    if self._stale_unreadable():
+                        continue
+                    raise RunLockedError(f"{self.path} exists but cannot be read: if no other {self.what} "
+                                         f"uses this folder, delete it and run again") from None
+                same_host = held.get("host") == me["host"]
+                if same_host and isinstance(held.get("pid"), int) and not _pid_alive(held["pid"]):
+                    log.warning("taking over a stale lock %s of process %s (started %s), which is gone",
+                                self.path, held.get("pid"), held.get("started"))
+                    with contextlib.suppress(FileNotFoundError):
+                        self.path.unlink()
+                    continue
+                if same_host and held.get("pid") == me["pid"]:
+                    raise RunLockedError(f"{self.path} is already held by this process") from None
+                raise RunLockedError(
+                    f"{self.path.parent} is in use by another {self.what}: pid {held.get('pid')} on "
+                    f"{held.get('host')} since {held.get('started')} ({held.get('command', '')}). Wait for it, "
+                    f"stop it, or use another run name; if that process is really gone (another host), "
+                    f"delete {self.path}") from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            self.held = True
+            return self
+        raise RunLockedError(f"could not take {self.path}: it keeps reappearing; another {self.what} is starting")
+
+    def _stale_unreadable(self) -> bool:
+        import time
+
+        time.sleep(0.2)
+        if self.holder() is not None:
+            return True  # readable now: loop and judge it
+        try:
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        if age > 10:
+            log.warning("removing an unreadable lock file %s (%.0f s old)", self.path, age)
+            self.path.unlink(missing_ok=True)
+            return True
+        return False
+
+    def release(self) -> None:
+        if self.held:
+            held = self.holder()
+            if held and held.get("pid") == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def remove_stale_temps(directory: str | Path, keep_if: Callable[[Path], bool] = lambda p: False) -> int:
+    """Deletes temporary files (``.<name>.<pid>.<hex>.tmp``) left in ``directory`` by dead writers;
+    returns how many were removed."""
+    removed = 0
+    directory = Path(directory)
+    if not directory.is_dir():
+        return 0
+    for tmp in directory.glob(".*.tmp"):
+        parts = tmp.name.split(".")
+        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+        if keep_if(tmp) or (pid is not None and pid != os.getpid() and _pid_alive(pid)):
+            continue
+        if pid == os.getpid():
+            continue
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed

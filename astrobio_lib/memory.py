@@ -638,7 +638,7 @@ def measure(model, batch: dict[str, Any], plan: Plan) -> Measurement:
     """
     import torch
 
-    from astrobio_lib.train.optim import build_optimizer
+    from astrobio_lib.optim import build_optimizer
 
     device = next(model.parameters()).device
     opt = build_optimizer(model, plan.optimizer, lr=1e-4)

@@ -10,7 +10,17 @@ banner) or a report without its completion marker marks the notebook ``failed`` 
 
 Parameters are strict: every key of the params file must be declared by the parameters cell of
 at least one notebook, with a compatible type, and must pass the library's validation
-(:mod:`astrobio_lib.config`). Otherwise nothing is executed.
+(:mod:`astrobio_lib.config`, cross-field rules included). Otherwise nothing is executed.
+
+Preemption: SIGTERM (or Ctrl-C) is passed on to the kernel and its children (``torchrun`` and its
+ranks), which finish the current step and checkpoint; the notebook is marked ``interrupted`` in
+the state and ``index.html``, no further notebook starts, and the pipeline exits with 75 — run the
+same command again to continue. A second Ctrl-C stops at once.
+
+A run folder is locked (``run.lock``) while a pipeline works in it: a second one is refused with
+the holder's pid, host and start time; the lock of a process that is gone is taken over.
+
+Exit codes: 0 done, 1 a notebook failed, 2 bad parameters or a locked run folder, 75 interrupted.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import html
 import json
 import logging
 import re
+import signal
 import sys
 import time
 import typing
@@ -32,8 +43,9 @@ from typing import Any, Optional, Sequence
 
 from astrobio_lib import config as cfg_mod
 from astrobio_lib.config import ConfigError
-from astrobio_lib.fsutil import atomic_write
+from astrobio_lib.fsutil import RunLock, RunLockedError, atomic_write
 from astrobio_lib.report import COMPLETION_MARKER
+from astrobio_lib.train.preemption import INTERRUPTED_EXIT
 
 log = logging.getLogger("astrobio.pipeline")
 
@@ -48,6 +60,14 @@ _ANNOTATION_NAMESPACE = {"Optional": typing.Optional, "List": typing.List, "Tupl
 
 class PipelineError(RuntimeError):
     """A notebook failed, or the run could not start."""
+
+
+class PipelineInterrupted(PipelineError):
+    """SIGTERM / SIGINT stopped the run; running the same command again continues it."""
+
+
+# Exceptions a notebook raises on purpose to mark itself interrupted rather than failed.
+INTERRUPTED_ERRORS = ("TrainingInterrupted",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,8 +235,8 @@ def _load_state(run_dir: Path) -> dict[str, NotebookState]:
         return {}
     try:
         raw = json.loads(path.read_text())
-        return {k: NotebookState(**v) for k, v in raw["notebooks"].items()}
-    except (ValueError, KeyError, TypeError) as exc:
+        return {str(k): NotebookState(**v) for k, v in raw["notebooks"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         # A damaged state file only costs re-running notebooks; say so and continue.
         log.warning("%s is unreadable (%s): every notebook will be re-run", path, exc)
         return {}
@@ -264,12 +284,24 @@ def write_index(run_dir: Path, run_name: str, params_file: str,
             f"<td style='color:{colour.get(st.status, '#000')};font-weight:bold'>{html.escape(status)}</td>"
             f"<td>{dur}</td><td>{' · '.join(links)}</td><td>{err}</td></tr>")
     now = dt.datetime.now().isoformat(timespec="seconds")
+    banner = ""
+    data_manifest = run_dir / "data" / "manifest.json"
+    if data_manifest.is_file():
+        try:
+            synthetic = bool(json.loads(data_manifest.read_text()).get("synthetic"))
+        except ValueError:
+            synthetic = False
+        if synthetic:
+            banner = ("<p style='background:#ffebe9;border:2px solid #cf222e;padding:.6em;font-weight:bold'>"
+                      "SYNTHETIC catalog: this run trained on a generated planet population, not on real planets."
+                      "</p>")
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>astrobio run {html.escape(run_name)}</title>
 <style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:.3em .8em;border-bottom:1px solid #ddd;
 text-align:left;vertical-align:top}} pre{{white-space:pre-wrap;max-width:60em;margin:0}}</style></head>
 <body><h1>astrobio run <code>{html.escape(run_name)}</code></h1>
 <p>params: <code>{html.escape(params_file)}</code> · updated {now} · log: <a href="run.log">run.log</a></p>
+{banner}
 <table><tr><th>notebook</th><th>status</th><th>duration</th><th>report</th><th>error</th></tr>
 {''.join(rows)}
 </table></body></html>
@@ -354,103 +386,176 @@ def run_pipeline(params_file: str | Path, run_name: Optional[str] = None, *,
         ConfigError: the params file is malformed or names an unknown/invalid parameter
             (raised before any notebook runs).
         PipelineError: a notebook failed; its state is ``failed`` in ``index.html``.
+        PipelineInterrupted: SIGTERM/SIGINT stopped the run (state ``interrupted``).
     """
-    import papermill as pm
-    from nbclient.exceptions import DeadKernelError
-
     params_file = Path(params_file)
     notebooks_dir = Path(notebooks_dir).resolve()
     specs = discover(notebooks_dir)
     values = cfg_mod.load_yaml(params_file)
     check_params(values, specs, where=str(params_file))  # before anything is executed or written
 
+    if run_name is not None and not run_name.strip():
+        raise ConfigError("--run-name is empty: give a folder name, or leave the option out to use the params "
+                          f"file's name ({params_file.stem})")
     run_name = run_name or params_file.stem
     if not _RUN_NAME.match(run_name):
-        raise PipelineError(f"run name {run_name!r}: use letters, digits, '.', '_' and '-'")
+        raise ConfigError(f"run name {run_name!r}: use letters, digits, '.', '_' and '-'")
     run_dir = (Path(outputs_dir) / run_name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    values = resolve_paths(values, Path.cwd())
-    values["run_dir"] = str(run_dir)
-    (run_dir / "params.yaml").write_text(
-        f"# resolved from {params_file}\n" + __import__("yaml").safe_dump(values, sort_keys=True))
+    lock = RunLock(run_dir, "run.lock", "pipeline")
+    try:
+        lock.acquire()
+    except RunLockedError as exc:
+        raise ConfigError(str(exc)) from exc
+    handler = None
+    try:
+        values = resolve_paths(values, Path.cwd())
+        values["run_dir"] = str(run_dir)
+        (run_dir / "params.yaml").write_text(
+            f"# resolved from {params_file}\n" + __import__("yaml").safe_dump(values, sort_keys=True))
+        handler = _setup_logging(run_dir)
+        with _StopOnSignal() as stop:
+            return _run_notebooks(specs, values, run_dir, run_name, params_file, notebooks_dir, only, start,
+                                  force, stop)
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        lock.release()
 
-    handler = _setup_logging(run_dir)
+
+class _StopOnSignal:
+    """SIGTERM / SIGINT → remember it and pass SIGTERM on to every child process (the kernel,
+    torchrun and its ranks), which checkpoint and end; a second SIGINT stops at once."""
+
+    def __init__(self) -> None:
+        self.signal: Optional[str] = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = self.signal or signal.Signals(signum).name
+        forward_signal(signal.SIGTERM)
+
+    def __enter__(self) -> "_StopOnSignal":
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def forward_signal(sig: int) -> int:
+    """Sends ``sig`` to every descendant of this process; returns how many received it."""
+    import psutil
+
+    sent = 0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.send_signal(sig)
+            sent += 1
+        except psutil.Error:
+            pass
+    return sent
+
+
+def _run_notebooks(specs, values, run_dir: Path, run_name: str, params_file: Path, notebooks_dir: Path,
+                   only, start, force: bool, stop: _StopOnSignal) -> dict[str, NotebookState]:
+    import papermill as pm
+    from nbclient.exceptions import DeadKernelError
+
     order = [s.name for s in specs]
     states = _load_state(run_dir)
     for name in order:
         states.setdefault(name, NotebookState(name))
     chosen = select(specs, only, start)
     log.info("run %s: %s (params %s)", run_name, run_dir, params_file)
-    try:
-        for spec in chosen:
-            nb_params = {k: v for k, v in values.items() if k in spec.params}
-            params_sha = _digest(nb_params)
-            out = run_dir / f"{spec.name}.ipynb"
-            st = states[spec.name]
-            done = (st.status in ("completed", "skipped") and st.params_sha256 == params_sha
-                    and out.exists() and report_has_marker(out, spec.name))
-            if done and not force:
-                if st.source_sha256 != spec.source_sha256:
-                    log.warning("%s: source changed since it completed; skipped anyway "
-                                "(use --force --only %s to redo it)", spec.name, spec.name)
-                log.info("%s: completed earlier with the same parameters — skipped "
-                         "(--force to redo)", spec.name)
-                st.status = "skipped"
-                _save_state(run_dir, states)
-                write_index(run_dir, run_name, str(params_file), states, order)
-                continue
-
-            st.status, st.error = "running", None
-            st.params_sha256, st.source_sha256 = params_sha, spec.source_sha256
-            st.started = dt.datetime.now().isoformat(timespec="seconds")
-            st.duration_s = None
+    for spec in chosen:
+        nb_params = {k: v for k, v in values.items() if k in spec.params}
+        params_sha = _digest(nb_params)
+        out = run_dir / f"{spec.name}.ipynb"
+        st = states[spec.name]
+        done = (st.status in ("completed", "skipped") and st.params_sha256 == params_sha
+                and out.exists() and report_has_marker(out, spec.name))
+        if done and not force:
+            if st.source_sha256 != spec.source_sha256:
+                log.warning("%s: source changed since it completed; skipped anyway "
+                            "(use --force --only %s to redo it)", spec.name, spec.name)
+            log.info("%s: completed earlier with the same parameters — skipped "
+                     "(--force to redo)", spec.name)
+            st.status = "skipped"
             _save_state(run_dir, states)
             write_index(run_dir, run_name, str(params_file), states, order)
-            log.info("%s: executing with %s", spec.name, nb_params)
-            t0 = time.monotonic()
-            try:
-                pm.execute_notebook(
-                    read_notebook(spec.path), str(out), parameters=nb_params,
-                    log_output=True, progress_bar=False, cwd=str(notebooks_dir),
-                    request_save_on_cell_execute=True, start_timeout=120,
-                    kernel_name=None,
-                )
-                if not report_has_marker(out, spec.name):
-                    raise PipelineError(
-                        f"{spec.name} ended without its completion marker (a cell called "
-                        f"sys.exit() or the marker cell did not run): report {out}")
-                st.status = "completed"
-            except DeadKernelError as exc:
-                st.status = "failed"
-                st.error = f"kernel died in {_failed_cell(out)}: {exc}"
-            except pm.PapermillExecutionError as exc:
-                st.status = "failed"
-                st.error = (f"cell {exc.cell_index} (execution count {exc.exec_count}) raised "
-                            f"{exc.ename}: {exc.evalue}")
-            except PipelineError as exc:
-                st.status = "failed"
-                st.error = str(exc)
-            except KeyboardInterrupt:
-                st.status, st.error = "interrupted", "interrupted by the user (Ctrl-C)"
-                raise
-            except Exception as exc:  # kernel start failures, I/O errors: still a failed notebook
-                st.status = "failed"
-                st.error = f"{type(exc).__name__}: {exc}"
-            finally:
-                st.duration_s = round(time.monotonic() - t0, 2)
-                _save_state(run_dir, states)
-                if out.exists():
-                    _export_html(out)
-                write_index(run_dir, run_name, str(params_file), states, order)
-            if st.status == "failed":
-                raise PipelineError(f"notebook {spec.name} failed: {st.error}\n"
-                                    f"  report: {out}\n  index:  {run_dir / 'index.html'}")
-            log.info("%s: completed in %.1f s", spec.name, st.duration_s)
-        log.info("run %s finished: %s", run_name, run_dir / "index.html")
-        return states
-    finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+            continue
+        if stop.signal:
+            break
+
+        st.status, st.error = "running", None
+        st.params_sha256, st.source_sha256 = params_sha, spec.source_sha256
+        st.started = dt.datetime.now().isoformat(timespec="seconds")
+        st.duration_s = None
+        _save_state(run_dir, states)
+        write_index(run_dir, run_name, str(params_file), states, order)
+        log.info("%s: executing with %s", spec.name, nb_params)
+        t0 = time.monotonic()
+        try:
+            pm.execute_notebook(
+                read_notebook(spec.path), str(out), parameters=nb_params,
+                log_output=True, progress_bar=False, cwd=str(notebooks_dir),
+                request_save_on_cell_execute=True, start_timeout=120,
+                kernel_name=None,
+            )
+            if not report_has_marker(out, spec.name):
+                raise PipelineError(
+                    f"{spec.name} ended without its completion marker (a cell called "
+                    f"sys.exit() or the marker cell did not run): report {out}")
+            st.status = "completed"
+        except DeadKernelError as exc:
+            st.status = "failed"
+            st.error = f"kernel died in {_failed_cell(out)}: {exc}"
+        except pm.PapermillExecutionError as exc:
+            st.status = "interrupted" if exc.ename in INTERRUPTED_ERRORS else "failed"
+            st.error = (f"cell {exc.cell_index} (execution count {exc.exec_count}) raised "
+                        f"{exc.ename}: {exc.evalue}")
+        except PipelineError as exc:
+            st.status = "failed"
+            st.error = str(exc)
+        except KeyboardInterrupt:
+            st.status, st.error = "interrupted", "interrupted by the user (Ctrl-C twice)"
+            raise
+        except Exception as exc:  # kernel start failures, I/O errors: still a failed notebook
+            st.status = "failed"
+            st.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            if stop.signal and st.status != "completed":
+                st.status = "interrupted"
+                st.error = (f"stopped by {stop.signal} ({st.error or 'during execution'}); run the same command "
+                            f"again to continue")
+            st.duration_s = round(time.monotonic() - t0, 2)
+            _save_state(run_dir, states)
+            if out.exists():
+                _export_html(out)
+            write_index(run_dir, run_name, str(params_file), states, order)
+        if st.status == "interrupted":
+            raise PipelineInterrupted(f"notebook {spec.name} interrupted: {st.error}\n"
+                                      f"  report: {out}\n  index:  {run_dir / 'index.html'}")
+        if st.status == "failed":
+            raise PipelineError(f"notebook {spec.name} failed: {st.error}\n"
+                                f"  report: {out}\n  index:  {run_dir / 'index.html'}")
+        log.info("%s: completed in %.1f s", spec.name, st.duration_s)
+        if stop.signal:
+            raise PipelineInterrupted(f"stopped by {stop.signal} after {spec.name}: run the same command again to "
+                                      f"continue")
+    if stop.signal:
+        raise PipelineInterrupted(f"stopped by {stop.signal}: run the same command again to continue")
+    log.info("run %s finished: %s", run_name, run_dir / "index.html")
+    return states
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -470,6 +575,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         run_pipeline(args.params, args.run_name, outputs_dir=args.outputs,
                      notebooks_dir=args.notebooks_dir, only=args.only, start=args.start,
                      force=args.force)
+    except PipelineInterrupted as exc:
+        print(f"astrobio pipeline: {exc}", file=sys.stderr)
+        return INTERRUPTED_EXIT
     except (ConfigError, PipelineError) as exc:
         print(f"astrobio pipeline: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1

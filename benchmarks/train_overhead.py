@@ -21,12 +21,13 @@ from pathlib import Path
 import torch
 
 from astrobio_lib import config
+from astrobio_lib.data.build import build_for_config
 from astrobio_lib.data.loader import Collate, PlanetDataset
 from astrobio_lib.models.fusion import build_model
 from astrobio_lib.models.presets import get_preset
+from astrobio_lib.optim import build_optimizer
 from astrobio_lib.train.data_order import ResumableOrder
 from astrobio_lib.train.loop import accumulate, seed_everything, train
-from astrobio_lib.train.optim import build_optimizer
 
 WARMUP = 5
 
@@ -56,6 +57,7 @@ def our_loop(run_dir: Path, catalog: str | None, steps: int, micro: int, accum: 
     cfg = config.from_mapping({"run_dir": str(run_dir), "catalog_path": catalog, "max_steps": steps,
                                "micro_batch_size": micro, "grad_accum_steps": accum, "val_every_steps": steps + 1,
                                "wandb_mode": "disabled", "log_every_steps": 10})
+    build_for_config(cfg)  # notebook 01's part (not timed)
     train(cfg)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     elapsed = {r["step"]: r["elapsed_s"] for r in records if "loss" in r}

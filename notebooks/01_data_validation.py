@@ -30,7 +30,7 @@ from typing import Optional  # the parameters cell's annotations need it
 # %% tags=["parameters"]
 run_dir: str = "../outputs/notebook_defaults"  # run folder: every product of the run is written here
 seed: int = 0  # global random seed (data split, init, sampling)
-catalog_source: str = "auto"  # file | archive | synthetic | auto (file, then archive, then synthetic)
+catalog_source: str = "auto"  # auto (catalog_path, then archive, then the shipped snapshot) | file | archive | snapshot | synthetic
 catalog_path: Optional[str] = None  # local PSCompPars CSV; None: env ASTROBIO_CATALOG
 label_mc_samples: int = 256  # Monte-Carlo draws per planet for the soft label P(habitable)
 val_fraction: float = 0.15  # fraction of planets (grouped by host) for validation

@@ -45,6 +45,7 @@ activation_checkpointing: bool = False  # recompute activations per block in bac
 sharding: str = "none"  # none | ddp | fsdp2
 cpu_offload: str = "none"  # none | optimizer | params_optimizer (FSDP2 CPUOffloadPolicy)
 llm_adapter: str = "none"  # train the LLM fully (none) or through lora / qlora adapters
+force_plan: bool = False  # run a plan the memory budget says does not fit (expect out-of-memory errors)
 
 # %%
 import json
@@ -187,6 +188,8 @@ if (data_dir / "manifest.json").is_file():
         mcfg = get_preset(preset, activation_checkpointing=ckpt)
         torch.manual_seed(0)
         b = Collate(ds.graphs)((full * mb)[:mb])
+        seq = min(b["text_ids"].shape[1], mcfg.llm.max_seq_len)  # the dataset's texts may exceed this preset's context
+        b["text_ids"], b["text_mask"] = b["text_ids"][:, :seq], b["text_mask"][:, :seq]
         mplan = memory.Plan(precision="fp32", optimizer="adamw", activation_checkpointing=ckpt)
         meas = memory.measure(build_model(mcfg, seed=0), b, mplan)
         est = memory.estimate(mcfg, mplan, memory.BatchShape(mb, b["text_ids"].shape[1], 1, b["graph"].num_nodes // mb,
@@ -219,6 +222,10 @@ print(f"memory verdict: plan '{plan.name}' on {hw.name} "
       + f"; {len(fitting)} of {len(plan_table)} plans fit"
       + (f", fastest: {verdict['best_plan']}" if len(fitting) else "")
       + f". Seeds' target: at most {bound:.3f} steps/s on 2x RTX A5000.")
+if reasons and not cfg.hardware.force_plan:
+    # stop the pipeline here: training would only fail later (or run out of memory in hour one)
+    raise memory.MemoryBudgetError(f"plan '{plan.name}' does not fit {hw.name}: {'; '.join(reasons)}. Choose a plan "
+                                   f"from the table above, or set force_plan: true to train anyway")
 
 # %% tags=["completion-marker"]
 completion_marker("02_memory_budget")

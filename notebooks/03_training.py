@@ -15,13 +15,14 @@
 
 # %% [markdown]
 # # 03 · Training
-# Train the multimodal habitability model within the memory budget, in a way that survives the
-# pod: the plan is checked against the memory estimator before anything is allocated;
-# checkpoints are atomic and verified (every `checkpoint_every_steps` steps and every
-# `checkpoint_every_minutes` minutes, last K kept plus the best); running this notebook again on
-# the same run folder **resumes exactly** (model, optimizer, schedule, RNG, data position).
-# One process trains in this kernel; more (`nproc` > 1) launch `torchrun` as a subprocess and
-# stream its log lines here.
+# Train the multimodal habitability model on the dataset notebook 01 built, within the memory
+# budget, in a way that survives the pod: the plan is checked against the memory estimator before
+# anything is allocated; checkpoints are atomic and verified (every `checkpoint_every_steps` steps
+# and every `checkpoint_every_minutes` minutes, last K kept plus the best); SIGTERM (a preempted
+# pod) finishes the current step and writes a checkpoint within `preempt_grace_s`; running this
+# notebook again on the same run folder **resumes exactly** (model, optimizer, schedule, RNG, data
+# position). One process trains in this kernel; more (`nproc` > 1) launch `torchrun` as a
+# subprocess and stream its log lines here.
 
 # %%
 from typing import Optional  # the parameters cell's annotations need it
@@ -29,22 +30,12 @@ from typing import Optional  # the parameters cell's annotations need it
 # %% tags=["parameters"]
 run_dir: str = "../outputs/notebook_defaults"  # run folder: every product of the run is written here
 seed: int = 0  # global random seed (data split, init, sampling)
-catalog_source: str = "auto"  # file | archive | synthetic | auto (file, then archive, then synthetic)
-catalog_path: Optional[str] = None  # local PSCompPars CSV; None: env ASTROBIO_CATALOG
-label_mc_samples: int = 256  # Monte-Carlo draws per planet for the soft label P(habitable)
-val_fraction: float = 0.15  # fraction of planets (grouped by host) for validation
-test_fraction: float = 0.15  # fraction of planets (grouped by host) for the test split
-n_planets: int = 256  # planets to build with every modality (0: all); positives and climate-domain planets are always kept
-climate_domain: str = "core"  # CLERO input domain a planet must lie in for a datacube: core | extended
-metabolic_model: str = "textbook"  # cobra model for the metabolic graphs: textbook | iJO1366 | salmonella
-text_max_len: int = 256  # tokens per planet description (byte-level)
-shard_size: int = 128  # planets per dataset shard file
 model_preset: str = "tiny"  # model size preset: tiny | small | seeds_full
 gpu_name: str = "cpu"  # target device for budgets and estimates (cpu, RTX A5000, ...)
 gpus_per_node: int = 1  # devices used by the run (1 on CPU)
 gpu_memory_gb: float = 0.0  # memory per device in GB (0 on CPU: host RAM applies)
 host_ram_gb: Optional[float] = None  # host RAM of the target machine in GB; None: this machine's
-mfu: float = 0.35  # assumed model FLOPs utilisation for time estimates
+force_plan: bool = False  # run a plan the memory budget says does not fit (expect out-of-memory errors)
 max_steps: int = 100  # optimizer steps to run
 micro_batch_size: int = 4  # samples per forward/backward pass
 grad_accum_steps: int = 4  # micro-batches accumulated per optimizer step
@@ -71,6 +62,11 @@ log_every_steps: int = 10  # print a progress line every N optimizer steps
 memory_every_steps: int = 50  # record memory statistics every N optimizer steps
 memory_alert_fraction: float = 0.9  # warn when a device's peak exceeds this fraction of it
 nan_patience: int = 3  # stop (after a checkpoint) after N consecutive non-finite steps
+divergence_factor: float = 10.0  # warn when the loss exceeds this multiple of its running median
+divergence_patience: int = 5  # ... for this many consecutive steps (then warn once per episode)
+divergence_stop: bool = False  # stop (after a checkpoint) instead of only warning on divergence
+checkpoint_async: bool = True  # write periodic checkpoints in a background thread (single-file format)
+preempt_grace_s: float = 25.0  # seconds a SIGTERM leaves to write the final checkpoint
 nproc: int = 1  # training processes; more than 1 launches torchrun
 num_workers: int = 0  # data-loader worker processes
 wandb_mode: str = "offline"  # Weights & Biases: online | offline | disabled (env WANDB_MODE wins)
@@ -86,17 +82,22 @@ from astrobio_lib import config, memory, plots
 from astrobio_lib.models.presets import get_preset
 from astrobio_lib.report import completion_marker, data_banner
 from astrobio_lib.tracking import MetricsLog
-from astrobio_lib.train.launch import run_torchrun, write_params
-from astrobio_lib.train.loop import hardware_for, plan_for, train
+from astrobio_lib.train.checkpoint import read_manifest
+from astrobio_lib.train.launch import TrainingInterrupted, run_torchrun, write_params
+from astrobio_lib.train.loop import hardware_for, open_dataset, plan_for, train
+from astrobio_lib.train.preemption import INTERRUPTED_EXIT
 
 cfg = config.from_namespace(globals())
 run_path = Path(cfg.run.run_dir)
 run_path.mkdir(parents=True, exist_ok=True)
 print(data_banner(cfg.run.run_dir))
+dataset = open_dataset(run_path / "data")  # built by notebook 01; raises naming the fix when absent
+text_max_len = int(dataset["config"]["text_max_len"])
 params_file = write_params(cfg, run_path / "train_params.yaml")
-resuming = any((run_path / "checkpoints").glob("step_*")) and cfg.train.resume != "never"
+resuming = bool(read_manifest(run_path / "checkpoints")) and cfg.train.resume != "never"
 print(f"{cfg.train.max_steps} steps x {cfg.train.micro_batch_size} x {cfg.train.grad_accum_steps} accumulation on "
       f"{cfg.train.nproc} process(es); preset {cfg.model.model_preset}; {cfg.train.precision}, {cfg.train.optimizer}; "
+      f"dataset {dataset['build_sha256'][:12]} ({text_max_len} tokens per text); "
       f"{'resuming from the newest valid checkpoint' if resuming else 'starting fresh'}")
 
 # %% [markdown]
@@ -105,10 +106,15 @@ print(f"{cfg.train.max_steps} steps x {cfg.train.micro_batch_size} x {cfg.train.
 # %%
 model_cfg = get_preset(cfg.model.model_preset, activation_checkpointing=cfg.train.activation_checkpointing)
 plan, hardware = plan_for(cfg, cfg.train.nproc), hardware_for(cfg)
-estimate = memory.preflight(model_cfg, plan, memory.BatchShape(cfg.train.micro_batch_size, cfg.data.text_max_len,
-                                                               cfg.train.grad_accum_steps), hardware)
-print(f"plan '{plan.name}' on {hardware.name}: {estimate.device_total / 1e9:.2f} GB per device, "
-      f"{estimate.host_total / 1e9:.1f} GB host — fits")
+try:
+    estimate = memory.preflight(model_cfg, plan, memory.BatchShape(cfg.train.micro_batch_size, text_max_len,
+                                                                   cfg.train.grad_accum_steps), hardware)
+    print(f"plan '{plan.name}' on {hardware.name}: {estimate.device_total / 1e9:.2f} GB per device, "
+          f"{estimate.host_total / 1e9:.1f} GB host — fits")
+except memory.MemoryBudgetError as exc:
+    if not cfg.hardware.force_plan:
+        raise
+    print(f"DOES NOT FIT, training anyway (force_plan: true): {exc}")
 
 # %% [markdown]
 # ## Train (or continue)
@@ -118,9 +124,12 @@ if cfg.train.nproc == 1:
     result = train(cfg).to_dict()
 else:
     code = run_torchrun(params_file, cfg.train.nproc)
-    if code != 0:
+    if code not in (0, INTERRUPTED_EXIT):
         raise RuntimeError(f"torchrun exited with {code}: see the lines above and {run_path / 'run.log'}")
     result = json.loads((run_path / "train_result.json").read_text())
+if result["stopped_because"] == "interrupted":
+    raise TrainingInterrupted(f"training interrupted ({result['interrupted_by']}) at step {result['step']}; "
+                              f"checkpoint {result['last_checkpoint']}: run the same command again to continue")
 pd.Series(result)
 
 # %% [markdown]

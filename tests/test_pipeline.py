@@ -221,21 +221,28 @@ def test_real_environment_notebook_through_the_runner(tmp_path):
 
 
 @pytest.mark.slow
-def test_no_catalog_no_network_runs_synthetic_and_every_report_says_so(tmp_path):
-    """Data-layer issue, done-when 6 (this machine and CI have no route to the archive)."""
+def test_synthetic_only_when_asked_and_every_report_and_the_index_say_so(tmp_path):
+    """Data-layer issue, done-when 6, tightened: a configured catalog that does not exist stops the
+    run at notebook 01 (it used to train on synthetic planets); synthetic data only on request."""
     import os
 
     import nbformat
 
-    params = tmp_path / "nocat.yaml"
-    params.write_text(f"catalog_source: auto\ncatalog_path: {tmp_path / 'absent.csv'}\nn_planets: 64\n"
-                      "label_mc_samples: 16\nmax_steps: 10\nbootstrap_samples: 20\n")
     env = {k: v for k, v in os.environ.items() if k != "ASTROBIO_CATALOG"}
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(f"catalog_source: auto\ncatalog_path: {tmp_path / 'absent.csv'}\nn_planets: 64\n")
+    res = subprocess.run([sys.executable, "-m", "astrobio_lib.pipeline", str(missing), "--outputs",
+                          str(tmp_path / "out"), "--only", "01"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 1 and "absent.csv (from catalog_path) does not exist" in res.stderr
+    params = tmp_path / "syn.yaml"
+    params.write_text("catalog_source: synthetic\nn_planets: 64\n"
+                      "label_mc_samples: 16\nmax_steps: 10\nbootstrap_samples: 20\n")
     res = subprocess.run([sys.executable, "-m", "astrobio_lib.pipeline", str(params), "--outputs",
                           str(tmp_path / "out"), "--from", "01"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    run_dir = tmp_path / "out" / "nocat"
+    run_dir = tmp_path / "out" / "syn"
     for name in ("01_data_validation", "02_memory_budget", "03_training", "04_evaluation"):
         nb = nbformat.read(run_dir / f"{name}.ipynb", as_version=4)
         first = next(o["text"] for c in nb.cells if c.cell_type == "code"
@@ -243,3 +250,79 @@ def test_no_catalog_no_network_runs_synthetic_and_every_report_says_so(tmp_path)
         assert "SYNTHETIC" in first, (name, first[:300])
     manifest = json.loads((run_dir / "data" / "manifest.json").read_text())
     assert manifest["synthetic"] is True and manifest["catalog"]["source"] == "synthetic"
+    assert "SYNTHETIC catalog" in (run_dir / "index.html").read_text()
+
+
+def test_a_malformed_state_file_is_a_warning_not_a_traceback(tmp_path, caplog):
+    """Fault finding: pipeline_state.json = {"notebooks": []} raised AttributeError."""
+    for text in ('{"notebooks": []}', "[1, 2]", '{"notebooks": {"00_x": {"nonsense": 1}}}', "{"):
+        (tmp_path / pipeline.STATE_FILE).write_text(text)
+        assert pipeline._load_state(tmp_path) == {}
+    assert "every notebook will be re-run" in caplog.text
+
+
+@pytest.mark.slow
+def test_sigterm_marks_training_interrupted_and_the_same_command_continues(tmp_path, real_catalog):
+    """Trainer-core issue: SIGTERM to the pipeline during 03 → the kernel checkpoints and ends,
+    `interrupted` in state and index, exit 75; a second pipeline on the folder meanwhile is refused;
+    the rerun (after a stale lock is taken over) resumes and completes."""
+    import shutil
+    import signal
+    import time
+
+    from astrobio_lib.train.preemption import INTERRUPTED_EXIT
+
+    from .conftest import built
+
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    shutil.copy(REPO / "notebooks" / "03_training.py", nbs / "03_training.py")
+    run_dir = tmp_path / "out" / "pre"
+    built({"run_dir": str(run_dir), "catalog_path": str(real_catalog), "n_planets": 64, "label_mc_samples": 16})
+    params = tmp_path / "pre.yaml"
+    params.write_text(yaml.safe_dump({"max_steps": 60, "micro_batch_size": 2, "grad_accum_steps": 2,
+                                      "checkpoint_every_steps": 1000, "val_every_steps": 1000, "log_every_steps": 2,
+                                      "warmup_steps": 2, "wandb_mode": "disabled"}))
+    cmd = [sys.executable, "-m", "astrobio_lib.pipeline", str(params), "--outputs", str(tmp_path / "out"),
+           "--notebooks-dir", str(nbs)]
+    first = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.exists() and metrics.read_text().count('"loss"') >= 3):
+        assert time.time() < deadline and first.poll() is None, first.communicate()[1][-3000:]
+        time.sleep(0.1)
+    second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 2 and f"in use by another pipeline: pid {first.pid}" in second.stderr
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=180)
+    assert first.returncode == INTERRUPTED_EXIT, err[-3000:]
+    assert "interrupted" in err and "run the same command again" in err
+    state = json.loads((run_dir / pipeline.STATE_FILE).read_text())["notebooks"]["03_training"]
+    assert state["status"] == "interrupted"
+    assert "interrupted" in _index_status(run_dir, "03_training")
+    result = json.loads((run_dir / "train_result.json").read_text())
+    assert result["stopped_because"] == "interrupted" and 3 <= result["step"] < 60
+    assert (run_dir / "checkpoints" / f"step_{result['step']:08d}.pt").exists()
+    # a pipeline that died without releasing its lock (SIGKILL): the lock is taken over
+    (run_dir / "run.lock").write_text(json.dumps({"pid": 2**22 + 4321, "host": __import__("socket").gethostname(),
+                                                  "started": "then"}))
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "taking over a stale lock" in again.stdout + again.stderr
+    assert json.loads((run_dir / "train_result.json").read_text())["resumed_from"].endswith(
+        f"step_{result['step']:08d}.pt")
+    assert "completed" in _index_status(run_dir, "03_training") and not (run_dir / "run.lock").exists()
+
+
+@pytest.mark.slow
+def test_a_plan_that_does_not_fit_stops_the_pipeline_at_notebook_02(tmp_path):
+    """Fault finding: notebook 02 said "DOES NOT FIT" and the run went on into 03."""
+    params = tmp_path / "seeds.yaml"
+    params.write_text((REPO / "params" / "seeds_full_17b.yaml").read_text())
+    res = run_cli(params, "--outputs", tmp_path / "out", "--only", "02", "03")
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "02_memory_budget failed" in res.stderr and "MemoryBudgetError" in res.stderr
+    assert "does not fit" in res.stderr and "force_plan: true" in res.stderr
+    run_dir = tmp_path / "out" / "seeds"
+    assert json.loads((run_dir / "memory_budget.json").read_text())["verdict"]["fits"] is False
+    assert "pending" in _index_status(run_dir, "03_training")

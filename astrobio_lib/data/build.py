@@ -27,7 +27,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -40,12 +40,12 @@ from astrobio_lib.data import metabolism, spectra, text
 from astrobio_lib.data.catalog import Provenance
 from astrobio_lib.data.habitability import label_table
 from astrobio_lib.data.loader import split_by_host
-from astrobio_lib.data.validate import findings_as_dicts, validate_catalog
+from astrobio_lib.data.validate import findings_as_dicts, validate_catalog, validate_labels
 from astrobio_lib.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 SPECTRUM_BINS = 64
 LABEL_COLUMNS = ["pl_name", "hostname", "hz_conservative", "hz_optimistic", "rocky",
                  "habitable_phl", "habitable", "esi", "p_habitable", "split"]
@@ -161,6 +161,7 @@ def build_dataset(catalog: pd.DataFrame, provenance: Provenance, data_cfg: DataC
     catalog_report = validate_catalog(catalog)
     catalog_report.raise_if_fatal(f"catalog ({provenance.location})")
     labels = write_labels(catalog, provenance, data_cfg, seed, out_dir)
+    catalog_report.findings += validate_labels(labels).findings  # fatal ones make the data verdict FAIL
     t_eq_k = catalog["pl_eqt"].to_numpy(float)
     t_eq_k = np.where(np.isfinite(t_eq_k), t_eq_k, atm_mod.equilibrium_temperature_k(catalog["pl_insol"]))
     atmospheres = atm_mod.draw_atmospheres(labels["p_habitable"].to_numpy(float), t_eq_k, seed=seed)
@@ -312,3 +313,13 @@ def _write_if_changed(path: Path, payload: bytes) -> None:
     if path.is_file() and sha256_file(path) == _sha256(payload):
         return
     atomic_write(path, payload)
+
+
+def build_for_config(cfg, data_dir: Optional[str | Path] = None) -> dict[str, Any]:
+    """Builds (or reuses) the dataset of a run configuration in ``<run_dir>/data`` — what notebook
+    01 does, for scripts and tests — and returns its manifest."""
+    from astrobio_lib.data import catalog
+
+    data_dir = Path(data_dir) if data_dir else Path(cfg.run.run_dir) / "data"
+    planets, prov = catalog.load_catalog(cfg.data.catalog_source, cfg.data.catalog_path, cache_dir=data_dir)
+    return build_dataset(planets, prov, cfg.data, cfg.run.seed, data_dir)

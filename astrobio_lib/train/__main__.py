@@ -1,8 +1,13 @@
 """``python -m astrobio_lib.train PARAMS.yaml [--set key=value ...]`` — what ``torchrun`` launches.
 
 The params file is flat (as ``params/*.yaml`` or the ``train_params.yaml`` that notebook 03 writes);
-``--set`` overrides single keys (YAML values). Exit codes: 0 done, 2 bad parameters / plan does
-not fit / incompatible checkpoint, 3 stopped on non-finite steps.
+``--set`` overrides single keys (YAML values; ``3e-4`` is a float). The run folder must hold the
+dataset that notebook 01 built.
+
+Exit codes: 0 done; 2 bad parameters, plan does not fit, no dataset, incompatible or no valid
+checkpoint, run folder locked; 3 stopped on non-finite steps; 4 stopped on divergence
+(``divergence_stop``); 5 disk full (the previous checkpoint is valid); 75 interrupted by SIGTERM /
+SIGINT after writing a checkpoint — run the same command again to continue.
 """
 
 from __future__ import annotations
@@ -10,13 +15,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-import yaml
-
 from astrobio_lib import config
+from astrobio_lib.fsutil import DiskFullError, RunLockedError
 from astrobio_lib.memory import MemoryBudgetError
 from astrobio_lib.train import distributed
 from astrobio_lib.train.checkpoint import CheckpointError
-from astrobio_lib.train.loop import train
+from astrobio_lib.train.loop import DatasetNotBuilt, train
+from astrobio_lib.train.preemption import INTERRUPTED_EXIT
+
+EXIT_CODES = {"non_finite": 3, "diverged": 4, "interrupted": INTERRUPTED_EXIT}
 
 
 def main(argv=None) -> int:
@@ -28,15 +35,18 @@ def main(argv=None) -> int:
         values = config.load_yaml(args.params)
         for item in args.set:
             key, _, raw = item.partition("=")
-            values[key] = yaml.safe_load(raw)
+            values[key] = config.parse_yaml_value(raw)
         cfg = config.from_mapping(values, where=args.params)
         result = train(cfg)
-    except (config.ConfigError, MemoryBudgetError, CheckpointError) as exc:
+    except (config.ConfigError, MemoryBudgetError, CheckpointError, DatasetNotBuilt, RunLockedError) as exc:
         print(f"astrobio train: {exc}", file=sys.stderr, flush=True)
         return 2
+    except DiskFullError as exc:
+        print(f"astrobio train: {exc}", file=sys.stderr, flush=True)
+        return 5
     finally:
         distributed.cleanup()
-    return 3 if result.stopped_because == "non_finite" else 0
+    return EXIT_CODES.get(result.stopped_because, 0)
 
 
 if __name__ == "__main__":

@@ -1,35 +1,70 @@
-"""Atomic, verified checkpoints with exact resume.
+"""Train state and checkpointer: the one module that writes and reads checkpoints.
 
-Each checkpoint is written to a temporary file, fsync'ed and renamed, then recorded with its sha256
-in ``checkpoints/manifest.json`` (itself replaced atomically). The last ``keep`` checkpoints and the
-best one are kept. Loading verifies the checksum and reads with ``torch.load(weights_only=True)``;
-if the newest checkpoint is corrupt or truncated, the previous valid one is used and a warning
-says so. Everything stored is tensors and plain Python values (RNG states included), so
-``weights_only`` loading works.
+:class:`TrainState` is the explicit set of stateful parts of a run — model (or, once adapters
+exist, only what trains), optimizer, scheduler, grad scaler, data position, counters, RNG states
+and the configuration it was written with. :class:`Checkpointer` saves and loads it in two formats
+with the same guarantees:
+
+- **single file** ``step_NNNNNNNN.pt`` (one process, DDP): written by rank 0 to a uniquely named
+  temporary file, fsync'ed, renamed; its sha256 is stored in the manifest *and* in a sidecar
+  ``step_NNNNNNNN.pt.sha256``, so a checkpoint can be verified even when the manifest is lost.
+  Periodic saves may run in a background thread (``checkpoint_async``): the main thread only
+  copies the state to host memory; writing, hashing and publishing happen while training goes on.
+- **sharded** ``step_NNNNNNNN.dcp/`` (FSDP2): model shards through ``torch.distributed.checkpoint``
+  and each rank's optimizer and extra state as ``rank_R.pt``, written to a temporary directory;
+  rank 0 then records the sha256 of every file in ``checksums.json`` inside it, fsyncs and renames
+  the directory.
+
+Both are recorded in ``checkpoints/manifest.json`` (replaced atomically); the last ``keep`` plus
+the best are kept. Loading takes the newest checkpoint that verifies: a corrupt one is skipped with
+a warning naming it and the one used instead. A missing or malformed manifest is rebuilt from the
+files present (both formats, verified by their sidecar / ``checksums.json``). If checkpoints exist
+but none is valid, loading stops with :class:`CheckpointError` rather than silently restarting
+from step 0. Everything stored is tensors and plain Python values, so ``torch.load(...,
+weights_only=True)`` reads it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import errno
 import hashlib
 import json
 import logging
 import os
 import random
+import shutil
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from astrobio_lib.fsutil import atomic_write
+from astrobio_lib.fsutil import (
+    DiskFullError,
+    atomic_open,
+    atomic_write,
+    disk_full_error,
+    free_bytes,
+    fsync_dir,
+    remove_stale_temps,
+    temp_path,
+)
 
 log = logging.getLogger("astrobio.train")
 MANIFEST = "manifest.json"
+CHECKSUMS = "checksums.json"  # inside a sharded checkpoint directory
 
 
 class CheckpointError(RuntimeError):
-    """No usable checkpoint, or one that belongs to another configuration."""
+    """No usable checkpoint where one was expected, or one that belongs to another configuration."""
+
+
+# --------------------------------------------------------------------------- RNG
 
 
 def rng_state() -> dict[str, Any]:
@@ -55,7 +90,60 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _sha256(path: Path) -> str:
+# --------------------------------------------------------------------------- train state
+
+
+@dataclass
+class TrainState:
+    """The stateful parts of a run; :class:`Checkpointer` saves and restores exactly these."""
+
+    model: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+    order: Any  # train.data_order.ResumableOrder
+    config: dict[str, Any]
+    scaler: Optional[Any] = None
+    counters: dict[str, Any] = field(default_factory=lambda: {
+        "step": 0, "samples": 0, "skipped": 0, "nonfinite_in_a_row": 0, "elapsed_s": 0.0, "best_val": None,
+        "vals_without_improvement": 0})
+    restored_config: Optional[dict[str, Any]] = None  # the configuration of the checkpoint resumed from
+
+    @property
+    def step(self) -> int:
+        return int(self.counters["step"])
+
+    def meta(self) -> dict[str, Any]:
+        """Everything but model and optimizer (small; every rank holds its own)."""
+        return {"config": self.config, "counters": dict(self.counters), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                "data_order": self.order.state(), "rng": rng_state()}
+
+    def load_meta(self, meta: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(meta["scheduler"])
+        if self.scaler is not None and meta.get("scaler"):
+            self.scaler.load_state_dict(meta["scaler"])
+        self.order.load(meta["data_order"])
+        self.counters.update(meta["counters"])
+        set_rng_state(meta["rng"])
+        self.restored_config = dict(meta["config"])
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") and not hasattr(model, "text_encoder") else model
+
+
+def _to_host(obj: Any) -> Any:
+    """A deep copy whose tensors live in host memory (the snapshot an async save writes)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_host(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_host(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -63,46 +151,85 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_json(path: Path, payload: Any) -> None:
-    atomic_write(path, json.dumps(payload, indent=1))
+def state_bytes(state: TrainState, optimizer_bytes_per_param: float) -> int:
+    """Returns the expected size of one checkpoint: model tensors plus optimizer states."""
+    model_bytes = sum(t.numel() * t.element_size() for t in _unwrap(state.model).state_dict().values()
+                      if isinstance(t, torch.Tensor))
+    n_params = sum(p.numel() for p in state.model.parameters() if p.requires_grad)
+    return int(model_bytes + n_params * optimizer_bytes_per_param)
 
 
-def read_manifest(ckpt_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(ckpt_dir) / MANIFEST
-    if not path.exists():
-        return []
-    try:
-        return json.loads(path.read_text())["checkpoints"]
-    except (ValueError, KeyError):
-        log.warning("%s is unreadable: looking for checkpoint files directly", path)
-        return [{"file": p.name, "step": int(p.stem.split("_")[-1]), "sha256": None, "best": False}
-                for p in sorted(Path(ckpt_dir).glob("step_*.pt"))]
+# --------------------------------------------------------------------------- manifest
 
 
-def save(ckpt_dir: str | Path, step: int, state: dict[str, Any], keep: int = 5, best: bool = False) -> Path:
-    """Writes ``state`` atomically as ``step_NNNNNNNN.pt``, records it, prunes old ones; returns
-    the path."""
+def _valid_entry(e: Any) -> bool:
+    return (isinstance(e, dict) and isinstance(e.get("file"), str) and isinstance(e.get("step"), int)
+            and not isinstance(e.get("step"), bool) and "/" not in e["file"])
+
+
+def _step_of(name: str) -> Optional[int]:
+    stem = name.split(".")[0]
+    digits = stem.split("_")[-1]
+    return int(digits) if stem.startswith("step_") and digits.isdigit() else None
+
+
+def scan_files(ckpt_dir: str | Path) -> list[dict[str, Any]]:
+    """Returns manifest entries for the checkpoints present on disk, with the checksum each carries
+    (sidecar file or ``checksums.json``; None when it has none)."""
     ckpt_dir = Path(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    path = ckpt_dir / f"step_{step:08d}.pt"
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    record(ckpt_dir, path.name, step, keep, best, sha256=_sha256(path))
-    return path
+    out = []
+    if not ckpt_dir.is_dir():
+        return out
+    for p in sorted(ckpt_dir.iterdir()):
+        step = _step_of(p.name)
+        if step is None or p.name.startswith("."):
+            continue
+        if p.suffix == ".pt" and p.is_file():
+            side = p.with_name(p.name + ".sha256")
+            digest = side.read_text().split()[0] if side.is_file() and side.read_text().strip() else None
+            out.append({"file": p.name, "step": step, "sha256": digest, "best": False})
+        elif p.suffix == ".dcp" and p.is_dir():
+            out.append({"file": p.name, "step": step, "sha256": None, "best": False, "sharded": True})
+    return out
+
+
+def read_manifest(ckpt_dir: str | Path, warn: bool = True) -> list[dict[str, Any]]:
+    """Returns the checkpoint entries of a run: the manifest's, merged with the checkpoint files
+    present on disk that it does not list (a manifest that is missing, malformed, or older than a
+    checkpoint published just before a crash loses nothing). Entries whose file is gone are dropped."""
+    ckpt_dir = Path(ckpt_dir)
+    path = ckpt_dir / MANIFEST
+    listed: list[dict[str, Any]] = []
+    problem = None
+    if path.exists():
+        try:
+            raw = json.loads(path.read_text())
+            entries = raw["checkpoints"] if isinstance(raw, dict) else None
+            if not isinstance(entries, list) or not all(_valid_entry(e) for e in entries):
+                problem = "not a list of {file, step} entries"
+            else:
+                listed = entries
+        except (ValueError, KeyError, OSError) as exc:
+            problem = f"unreadable ({type(exc).__name__})"
+    on_disk = scan_files(ckpt_dir)
+    if problem and warn:
+        log.warning("checkpoint manifest %s is %s: rebuilt from the %d checkpoint(s) present, each verified by "
+                    "its own checksum", path, problem, len(on_disk))
+    elif not path.exists() and on_disk and warn:
+        log.warning("checkpoint manifest %s is missing: rebuilt from the %d checkpoint(s) present, each verified "
+                    "by its own checksum", path, len(on_disk))
+    names = {e["file"] for e in listed}
+    present = {e["file"] for e in on_disk}
+    merged = [e for e in listed if e["file"] in present] + [e for e in on_disk if e["file"] not in names]
+    return sorted(merged, key=lambda e: e["step"])
 
 
 def record(ckpt_dir: str | Path, name: str, step: int, keep: int, best: bool, sha256: Optional[str] = None,
            sharded: bool = False) -> None:
-    """Adds a written checkpoint (a file, or a sharded DCP directory) to the manifest, then keeps
-    the last ``keep`` plus the best and deletes the others."""
-    import shutil
-
+    """Adds a published checkpoint to the manifest, then keeps the last ``keep`` plus the best and
+    deletes the others (with their sidecars)."""
     ckpt_dir = Path(ckpt_dir)
-    entries = [e for e in read_manifest(ckpt_dir) if e["file"] != name]
+    entries = [e for e in read_manifest(ckpt_dir, warn=False) if e["file"] != name]
     if best:
         for e in entries:
             e["best"] = False
@@ -113,7 +240,8 @@ def record(ckpt_dir: str | Path, name: str, step: int, keep: int, best: bool, sh
     entries.sort(key=lambda e: e["step"])
     recent = {e["file"] for e in entries[-keep:]}
     kept = [e for e in entries if e["file"] in recent or e.get("best")]
-    _atomic_json(ckpt_dir / MANIFEST, {"checkpoints": kept})
+    atomic_write(ckpt_dir / MANIFEST, json.dumps({"checkpoints": kept}, indent=1),
+                 kept="the previous manifest is unchanged (the new checkpoint is found from its file)")
     for e in entries:
         if e not in kept:
             target = ckpt_dir / e["file"]
@@ -121,44 +249,397 @@ def record(ckpt_dir: str | Path, name: str, step: int, keep: int, best: bool, sh
                 shutil.rmtree(target, ignore_errors=True)
             else:
                 target.unlink(missing_ok=True)
+                target.with_name(target.name + ".sha256").unlink(missing_ok=True)
 
 
-def load_latest(ckpt_dir: str | Path, path: Optional[str | Path] = None) -> Optional[tuple[dict[str, Any], Path]]:
-    """Returns (state, path) of the newest valid checkpoint (or of ``path``), or None when there
-    is none. A corrupt newest checkpoint is skipped with a warning naming it.
+def verify(ckpt_dir: str | Path, entry: dict[str, Any]) -> Optional[str]:
+    """Returns why a checkpoint is unusable (missing, no checksum, mismatch), or None when it verifies."""
+    p = Path(ckpt_dir) / entry["file"]
+    if not p.exists():
+        return "missing"
+    if p.is_dir():
+        sums = p / CHECKSUMS
+        if not sums.is_file():
+            return f"without {CHECKSUMS} (a sharded save that did not finish)"
+        try:
+            expected = json.loads(sums.read_text())
+        except ValueError:
+            return f"{CHECKSUMS} unreadable"
+        for name, digest in expected.items():
+            f = p / name
+            if not f.is_file():
+                return f"missing its file {name}"
+            if sha256_file(f) != digest:
+                return f"sha256 mismatch in {name} (truncated or corrupt)"
+        return None
+    digest = entry.get("sha256")
+    if not digest:
+        return "without a checksum (no manifest entry, no .sha256 sidecar)"
+    if sha256_file(p) != digest:
+        return "sha256 mismatch (truncated or corrupt)"
+    return None
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Returns a single-file checkpoint's contents (``weights_only`` loading).
 
     Raises:
-        CheckpointError: ``path`` was given and cannot be loaded.
+        CheckpointError: it cannot be read.
     """
-    if path is not None:
-        path = Path(path)
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True), path
-        except Exception as exc:
-            raise CheckpointError(f"checkpoint {path} cannot be loaded ({type(exc).__name__}: {exc})") from exc
-    ckpt_dir = Path(ckpt_dir)
-    entries = sorted(read_manifest(ckpt_dir), key=lambda e: e["step"], reverse=True)
-    for i, e in enumerate(entries):
-        p = ckpt_dir / e["file"]
-        problem = None
-        if not p.exists():
-            problem = "missing"
-        elif e.get("sha256") and _sha256(p) != e["sha256"]:
-            problem = "sha256 mismatch (truncated or corrupt)"
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be loaded ({type(exc).__name__}: {str(exc)[:200]})") from exc
+
+
+# --------------------------------------------------------------------------- checkpointer
+
+
+class Checkpointer:
+    """Saves and loads a :class:`TrainState` in ``ckpt_dir`` (see the module docstring).
+
+    ``info`` is a :class:`astrobio_lib.train.distributed.DistInfo`; ``sharded`` selects the DCP
+    format (FSDP2). ``async_save`` writes single-file checkpoints in a background thread.
+    """
+
+    def __init__(self, ckpt_dir: str | Path, keep: int = 5, info: Any = None, sharded: bool = False,
+                 async_save: bool = False):
+        self.dir = Path(ckpt_dir)
+        self.keep = keep
+        self.info = info
+        self.sharded = sharded
+        self.async_save = async_save and not sharded
+        self.is_main = info is None or info.is_main
+        self._thread: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None
+        self.last_save_s = 0.0  # wall time of the last full save (what a preemption save would take)
+        self.stall_s = 0.0  # time the training loop spent blocked on checkpoints
+        self.saves = 0
+        if self.is_main and self.dir.is_dir():
+            removed = remove_stale_temps(self.dir)
+            if removed:
+                log.info("removed %d temporary file(s) left in %s by an interrupted save", removed, self.dir)
+
+    # ---- discovery
+
+    def entries(self) -> list[dict[str, Any]]:
+        return read_manifest(self.dir)
+
+    def latest_path(self) -> Optional[Path]:
+        entries = self.entries()
+        return self.dir / entries[-1]["file"] if entries else None
+
+    # ---- saving
+
+    def check_space(self, checkpoint_bytes: int) -> None:
+        """Refuses to start when the disk cannot hold ``keep + 2`` checkpoints of this size.
+
+        Raises:
+            CheckpointError: not enough free space, naming the bytes needed and free.
+        """
+        need = checkpoint_bytes * (self.keep + 2)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        free = free_bytes(self.dir)
+        if free < need:
+            raise CheckpointError(
+                f"not enough disk space for checkpoints in {self.dir}: each is ~{checkpoint_bytes / 1e9:.2f} GB and "
+                f"keep_checkpoints={self.keep} (+2 while writing) needs {need / 1e9:.2f} GB, but {free / 1e9:.2f} GB "
+                f"are free. Free space, lower keep_checkpoints, or put the run folder on a larger disk.")
+
+    def save(self, state: TrainState, best: bool = False, blocking: bool = False) -> str:
+        """Writes a checkpoint of ``state`` at its current step; returns its path.
+
+        A background save is used when the checkpointer is asynchronous and ``blocking`` is False;
+        a previous background save is always finished (and its error raised) first.
+
+        Raises:
+            astrobio_lib.fsutil.DiskFullError: the disk filled up; the previous checkpoint is valid.
+        """
+        t0 = time.monotonic()
+        self.wait()
+        step = state.step
+        if self.sharded:
+            path = self._save_sharded(state, best)
         else:
-            try:
-                state = torch.load(p, map_location="cpu", weights_only=True)
-            except Exception as exc:
-                problem = f"unreadable ({type(exc).__name__}: {str(exc)[:120]})"
-        if problem:
+            path = self.dir / f"step_{step:08d}.pt"
+            if self.is_main:
+                payload = {"model": _unwrap(state.model).state_dict(), "optimizer": state.optimizer.state_dict(),
+                           **state.meta()}
+                if self.async_save and not blocking:
+                    snapshot = _to_host(payload)
+                    self._thread = threading.Thread(target=self._write_in_background,
+                                                    args=(snapshot, path, step, best), daemon=False,
+                                                    name=f"checkpoint-{step}")
+                    self._thread.start()
+                else:
+                    self._write_file(payload, path, step, best)
+                    self.last_save_s = time.monotonic() - t0
+        self.stall_s += time.monotonic() - t0
+        self.saves += 1
+        return str(path)
+
+    def _write_in_background(self, payload: dict[str, Any], path: Path, step: int, best: bool) -> None:
+        t0 = time.monotonic()
+        try:
+            self._write_file(payload, path, step, best)
+            self.last_save_s = time.monotonic() - t0
+        except BaseException as exc:  # raised in the training thread by the next wait()
+            self._error = exc
+
+    def wait(self) -> None:
+        """Finishes a background save; raises its error, if it had one."""
+        if self._thread is not None:
+            t0 = time.monotonic()
+            self._thread.join()
+            self._thread = None
+            self.stall_s += time.monotonic() - t0
+        if self._error is not None:
+            exc, self._error = self._error, None
+            raise exc
+
+    def _write_file(self, payload: dict[str, Any], path: Path, step: int, best: bool) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        previous = read_manifest(self.dir, warn=False)
+        kept = (f"the previous checkpoint {previous[-1]['file']} and the manifest are unchanged" if previous
+                else "no checkpoint was written yet")
+        digest = hashlib.sha256()
+
+        class _Hashing:  # hash the bytes while they are written: no second read of a large file
+            def __init__(self, fh):
+                self.fh = fh
+
+            def write(self, b):
+                digest.update(b)
+                return self.fh.write(b)
+
+            def flush(self):
+                self.fh.flush()
+
+        with atomic_open(path, kept=kept) as fh:
+            torch.save(payload, _Hashing(fh))
+        atomic_write(path.with_name(path.name + ".sha256"), f"{digest.hexdigest()}  {path.name}\n", kept=kept)
+        record(self.dir, path.name, step, self.keep, best, sha256=digest.hexdigest())
+
+    def _save_sharded(self, state: TrainState, best: bool) -> Path:
+        import torch.distributed as dist
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        info = self.info
+        path = self.dir / f"step_{state.step:08d}.dcp"
+        tmp_name = temp_path(path).name if info.is_main else None
+        holder = [tmp_name]
+        if info.distributed:
+            dist.broadcast_object_list(holder, src=0)
+        tmp = self.dir / holder[0]
+        self.dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        try:
+            dcp.save({"model": get_model_state_dict(state.model)}, checkpoint_id=str(tmp))
+            rank_file = tmp / f"rank_{info.rank}.pt"
+            with atomic_open(rank_file) as fh:
+                torch.save({"optimizer": state.optimizer.state_dict(), **state.meta()}, fh)
+            ok = torch.tensor([1.0])
+        except OSError as exc:
+            ok = torch.tensor([0.0])
+            failure: Optional[OSError] = exc
+        else:
+            failure = None
+        if info.distributed:
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        if failure is None and ok.item() < 1:
+            failure = OSError("another rank failed to write its shard")
+        if failure is not None:
+            if info.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            previous = read_manifest(self.dir, warn=False)
+            kept = (f"the previous checkpoint {previous[-1]['file']} is unchanged" if previous
+                    else "no checkpoint was written yet")
+            if getattr(failure, "errno", None) == errno.ENOSPC:
+                raise disk_full_error(tmp, None, failure, kept) from failure
+            raise CheckpointError(f"sharded checkpoint {path} could not be written ({failure}); {kept}") from failure
+        if info.is_main:
+            sums = {}
+            for f in sorted(tmp.iterdir()):
+                if f.is_file():
+                    with open(f, "rb") as fh:
+                        os.fsync(fh.fileno())
+                    sums[f.name] = sha256_file(f)
+            atomic_write(tmp / CHECKSUMS, json.dumps(sums, indent=1))
+            fsync_dir(tmp)
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+            fsync_dir(self.dir)
+            record(self.dir, path.name, state.step, self.keep, best, sharded=True)
+        if info.distributed:
+            dist.barrier()
+        self.last_save_s = time.monotonic() - t0
+        return path
+
+    # ---- loading
+
+    def load(self, state: TrainState, path: Optional[str | Path] = None) -> Optional[str]:
+        """Restores ``state`` from ``path`` or from the newest valid checkpoint; returns the path
+        used, or None when the run has no checkpoint at all.
+
+        Raises:
+            CheckpointError: ``path`` cannot be loaded, or checkpoints exist but none is valid
+                (the message lists each one and why; nothing is restarted silently).
+        """
+        if path is not None:
+            path = Path(path)
+            entry = next((e for e in self.entries() if (self.dir / e["file"]).resolve() == path.resolve()),
+                         {"file": path.name, "step": _step_of(path.name) or 0,
+                          "sha256": _sidecar(path), "sharded": path.is_dir()})
+            problem = verify(path.parent, entry)
+            if problem and not (problem.startswith("without a checksum") and path.is_file()):
+                raise CheckpointError(f"checkpoint {path} is {problem}: choose another (resume: auto picks the "
+                                      f"newest valid one)")
+            self._restore(state, path, entry)
+            return str(path)
+        entries = list(reversed(self.entries()))
+        problems = []
+        for i, e in enumerate(entries):
+            p = self.dir / e["file"]
+            problem = verify(self.dir, e)
+            if problem is None:
+                try:
+                    self._restore(state, p, e)
+                except ConfigMismatch:
+                    raise
+                except CheckpointError as exc:
+                    problem = f"unreadable ({exc})"
+            if problem is None:
+                if problems:
+                    log.warning("resuming from %s instead of the newer checkpoint(s) above", e["file"])
+                return str(p)
+            problems.append(f"{e['file']}: {problem}")
             nxt = entries[i + 1]["file"] if i + 1 < len(entries) else None
             log.warning("checkpoint %s is %s: %s", e["file"], problem,
                         f"falling back to the previous one, {nxt}" if nxt else "no earlier checkpoint to fall back to")
-            continue
-        return state, p
-    return None
+        if problems:
+            raise CheckpointError(
+                f"{len(problems)} checkpoint(s) in {self.dir}, none valid — " + "; ".join(problems)
+                + ". Nothing was restarted: move the folder aside to start over (or set resume: never), or point "
+                  "resume at a checkpoint you trust.")
+        return None
+
+    def _restore(self, state: TrainState, path: Path, entry: dict[str, Any]) -> None:
+        if path.is_dir() or entry.get("sharded"):
+            if not self.sharded:
+                raise CheckpointError(f"{path} is a sharded (FSDP2) checkpoint: resume it with sharding: fsdp2 "
+                                      f"(or convert it with load_model_weights)")
+            import torch.distributed.checkpoint as dcp
+            from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+            try:
+                model_state = {"model": get_model_state_dict(state.model)}
+                dcp.load(model_state, checkpoint_id=str(path))
+                extra = torch.load(path / f"rank_{self.info.rank}.pt", map_location="cpu", weights_only=True)
+            except Exception as exc:
+                raise CheckpointError(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+            set_model_state_dict(state.model, model_state["model"])
+            state.optimizer.load_state_dict(extra.pop("optimizer"))
+            _check_config(extra["config"], state, path)
+            state.load_meta(extra)
+            return
+        if self.sharded:
+            raise CheckpointError(f"{path} is a single-file checkpoint but this run is sharded (fsdp2): resume "
+                                  f"it with the sharding it was written with")
+        payload = load_file(path)
+        _check_config(payload["config"], state, path)
+        _unwrap(state.model).load_state_dict(payload["model"])
+        state.optimizer.load_state_dict(payload["optimizer"])
+        state.load_meta(payload)
+
+    def close(self) -> None:
+        self.wait()
+
+
+def _sidecar(path: Path) -> Optional[str]:
+    side = path.with_name(path.name + ".sha256")
+    return side.read_text().split()[0] if side.is_file() and side.read_text().strip() else None
+
+
+# Changing any of these between a checkpoint and a resumed run would make the continuation a
+# different experiment: refuse and list them. The dataset is identified by its build hash.
+STRUCTURAL_KEYS = ("seed", "model_preset", "micro_batch_size", "grad_accum_steps", "precision", "optimizer",
+                   "activation_checkpointing", "sharding", "cpu_offload", "llm_adapter", "schedule", "warmup_steps",
+                   "weight_decay", "nproc", "dataset_build_sha256")
+# These may change on resume (a lower learning rate after a divergence, a longer run): logged.
+SAFE_TO_CHANGE = ("learning_rate", "max_steps", "max_epochs", "max_hours", "early_stopping_patience",
+                  "log_every_steps", "val_every_steps", "checkpoint_every_steps", "checkpoint_every_minutes",
+                  "keep_checkpoints", "memory_every_steps", "nan_patience", "divergence_factor",
+                  "divergence_patience", "divergence_stop", "grad_clip", "checkpoint_async", "preempt_grace_s")
 
 
 def incompatible_keys(saved: dict[str, Any], current: dict[str, Any], structural: tuple[str, ...]) -> dict[str, tuple]:
     """Returns {key: (saved, current)} for the structural keys that differ."""
     return {k: (saved.get(k), current.get(k)) for k in structural if saved.get(k) != current.get(k)}
+
+
+def _check_config(saved: dict[str, Any], state: TrainState, path: Path) -> None:
+    diff = incompatible_keys(saved, state.config, STRUCTURAL_KEYS)
+    if diff:
+        raise ConfigMismatch(
+            f"checkpoint {path} was written with another configuration: "
+            + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+            + ". Restore those values, or start a new run folder (or resume: never).")
+
+
+class ConfigMismatch(CheckpointError):
+    """The checkpoint is valid but belongs to another experiment (never a reason to fall back)."""
+
+
+def changed_safe_keys(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple]:
+    """Returns {key: (saved, current)} for the keys that may change on resume and did."""
+    return {k: (saved.get(k), current.get(k)) for k in SAFE_TO_CHANGE
+            if k in saved and saved.get(k) != current.get(k)}
+
+
+def load_model_weights(ckpt_dir: str | Path, which: str = "best") -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """Returns (model state dict, flat config, path) of a run's best or newest valid checkpoint, in
+    either format (a sharded one is consolidated once into ``<name>.consolidated.pt``) — what
+    evaluation needs, without an optimizer or a process group.
+
+    Raises:
+        FileNotFoundError: the run has no checkpoint.
+        CheckpointError: checkpoints exist but none verifies.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    entries = read_manifest(ckpt_dir)
+    if not entries:
+        raise FileNotFoundError(f"no checkpoint in {ckpt_dir}: run 03_training for this run first")
+    ordered = list(reversed(entries))
+    if which == "best":
+        ordered.sort(key=lambda e: not e.get("best"))  # stable: the best first, then newest first
+    problems = []
+    for e in ordered:
+        path = ckpt_dir / e["file"]
+        problem = verify(ckpt_dir, e)
+        if problem:
+            problems.append(f"{e['file']}: {problem}")
+            log.warning("checkpoint %s is %s: trying the next one", e["file"], problem)
+            continue
+        if path.is_dir():
+            from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+            flat_path = path.with_name(path.stem + ".consolidated.pt")
+            if not flat_path.exists():
+                tmp = temp_path(flat_path)
+                with contextlib.suppress(FileNotFoundError):
+                    dcp_to_torch_save(str(path), str(tmp))
+                    os.replace(tmp, flat_path)
+            model_state = load_file(flat_path)["model"]
+            config_flat = load_file(path / "rank_0.pt")["config"]
+        else:
+            payload = load_file(path)
+            model_state, config_flat = payload["model"], payload["config"]
+        return model_state, config_flat, path
+    raise CheckpointError(f"no valid checkpoint in {ckpt_dir}: " + "; ".join(problems))
+
+
+__all__ = ["CheckpointError", "ConfigMismatch", "Checkpointer", "TrainState", "DiskFullError", "read_manifest",
+           "record", "verify", "load_file", "load_model_weights", "rng_state", "set_rng_state", "STRUCTURAL_KEYS",
+           "SAFE_TO_CHANGE", "incompatible_keys", "changed_safe_keys", "state_bytes", "scan_files"]

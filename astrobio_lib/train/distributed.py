@@ -4,7 +4,9 @@ Launched by ``torchrun`` (``WORLD_SIZE`` > 1): NCCL on CUDA, gloo on CPU. DDP re
 (``find_unused_parameters`` because a batch may lack a modality). FSDP2 applies ``fully_shard`` per
 LLM block, datacube stage and ViT layer, GATv2 layer and fusion layer, then the root, with a
 ``MixedPrecisionPolicy`` (bf16 compute, fp32 reduce) and optionally ``CPUOffloadPolicy`` (pinned
-memory only on CUDA). Gradients are synchronised only on the last micro-batch of a step.
+memory only on CUDA). Gradients are synchronised only on the last micro-batch of a step. FSDP2 in one process (no
+torchrun) runs in a one-process group. Sharded checkpoints are written by
+:mod:`astrobio_lib.train.checkpoint`.
 
 bitsandbytes' 8-bit optimizers reject FSDP2's DTensor parameters (bitsandbytes#1403):
 :class:`LocalShardOptimizer` steps them on the local shards instead — plain tensors that share
@@ -40,18 +42,27 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init() -> DistInfo:
-    """Initialises the process group when launched by torchrun; returns rank, world and device."""
+def init(sharding: str = "none") -> DistInfo:
+    """Initialises the process group when launched by torchrun; returns rank, world and device.
+
+    ``sharding: fsdp2`` in a single process (no torchrun — the natural single-GPU choice for CPU
+    offload) gets a one-process group on an in-memory store, so FSDP2 and DCP work unchanged.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available()
     device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
+    backend = "nccl" if cuda else "gloo"
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
+        dist.init_process_group(backend)
     if world > 1:
         return DistInfo(dist.get_rank(), world, local, device, dist.get_backend())
+    if sharding == "fsdp2":
+        if not dist.is_initialized():
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+        return DistInfo(0, 1, local, device, dist.get_backend())
     return DistInfo(device=device)
 
 
@@ -81,6 +92,9 @@ def wrap(model: nn.Module, sharding: str, info: DistInfo, precision: str, cpu_of
     Raises:
         ValueError: an unknown sharding, or params offload without FSDP2.
     """
+    if sharding == "none" and info.distributed:
+        raise ValueError(f"sharding=none with {info.world_size} processes would train unsynchronised replicas: "
+                         f"use sharding: ddp or fsdp2")
     if sharding == "none" or (sharding == "ddp" and not info.distributed):
         return model
     if sharding == "ddp":
@@ -177,39 +191,3 @@ class LocalShardOptimizer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.inner.load_state_dict(state)
-
-
-def save_sharded(path: str, model: nn.Module, optimizer: Any, extra: dict[str, Any], info: DistInfo) -> None:
-    """Saves a sharded checkpoint with torch.distributed.checkpoint: model shards via DCP, and each
-    rank's optimizer / RNG / counters as ``rank_R.pt`` beside it (written to a temp dir, then renamed)."""
-    import shutil
-
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
-    tmp = path + ".tmp"
-    if info.is_main and os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    barrier(info)
-    dcp.save({"model": get_model_state_dict(model)}, checkpoint_id=tmp)
-    torch.save({"optimizer": optimizer.state_dict(), **extra}, os.path.join(tmp, f"rank_{info.rank}.pt"))
-    barrier(info)
-    if info.is_main:
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    barrier(info)
-
-
-def load_sharded(path: str, model: nn.Module, optimizer: Any, info: DistInfo) -> dict[str, Any]:
-    """Loads a checkpoint written by :func:`save_sharded` into the (already sharded) model and this
-    rank's optimizer; returns this rank's extra state."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
-
-    state = {"model": get_model_state_dict(model)}
-    dcp.load(state, checkpoint_id=path)
-    set_model_state_dict(model, state["model"])
-    extra = torch.load(os.path.join(path, f"rank_{info.rank}.pt"), map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(extra.pop("optimizer"))
-    return extra

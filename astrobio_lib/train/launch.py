@@ -28,3 +28,8 @@ def run_torchrun(params_path: str | Path, nproc: int) -> int:
         for line in proc.stdout:
             print(line, end="", flush=True)
         return proc.wait()
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on SIGTERM/SIGINT after a checkpoint: the pipeline marks the notebook
+    ``interrupted`` (not failed), and the same command continues the run."""

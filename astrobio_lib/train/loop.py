@@ -1,11 +1,15 @@
-"""The training loop: one function, read top to bottom.
+"""The training loop, read top to bottom.
 
-``train(cfg)`` builds (or reuses) the run's dataset, asks the memory estimator whether the plan
-fits (before allocating the model), builds model / optimizer / schedule, resumes from the newest
-valid checkpoint when there is one, and then repeats: take ``grad_accum_steps`` micro-batches,
-forward + backward each with its share of the step's samples as loss weight, clip, guard against
-NaN/Inf, step, log, validate, checkpoint — until a limit (steps, epochs, wall-clock hours, early
-stopping, or K non-finite steps in a row) ends it. Run the same thing again and it continues.
+``train(cfg)`` trains on the dataset that notebook 01 built in the run folder (it never builds
+one itself): :func:`setup` opens that dataset, asks the memory estimator whether the plan fits
+(before allocating the model), checks that the disk can hold the checkpoints, builds model /
+optimizer / schedule into a :class:`~astrobio_lib.train.checkpoint.TrainState` and resumes it from
+the newest valid checkpoint; :func:`run_loop` then repeats: take ``grad_accum_steps``
+micro-batches, forward + backward each with its share of the step's samples as loss weight, clip,
+guard against NaN/Inf, step, log, validate, checkpoint — until a limit (steps, epochs, wall-clock
+hours, early stopping, K non-finite steps in a row, a divergence stop) ends it, or SIGTERM/SIGINT
+asks it to: then it finishes the step, checkpoints within ``preempt_grace_s`` and returns
+``stopped_because="interrupted"``. Run the same thing again and it continues.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,37 +28,41 @@ from typing import Any, Optional
 
 import torch
 
-from astrobio_lib import config, memory, tracking
+from astrobio_lib import memory, tracking
 from astrobio_lib.config import Config
 from astrobio_lib.data.loader import Collate, PlanetDataset
+from astrobio_lib.fsutil import RunLock, atomic_write
 from astrobio_lib.models.fusion import build_model
 from astrobio_lib.models.presets import get_preset
+from astrobio_lib.optim import build_optimizer, build_scheduler, optimizer_for_groups, param_groups
 from astrobio_lib.train import checkpoint as ckpt
 from astrobio_lib.train import distributed
 from astrobio_lib.train.data_order import ResumableOrder
-from astrobio_lib.train.optim import build_optimizer, build_scheduler, optimizer_for_groups, param_groups
+from astrobio_lib.train.preemption import Preemption
 
 log = logging.getLogger("astrobio.train")
 
-# Changing any of these between a checkpoint and a resumed run would make the continuation a
-# different experiment: refuse and list them. (max_steps, intervals, limits may change.)
-STRUCTURAL_KEYS = ("seed", "model_preset", "micro_batch_size", "grad_accum_steps", "learning_rate",
-                   "precision", "optimizer", "activation_checkpointing", "sharding", "cpu_offload",
-                   "llm_adapter", "schedule", "warmup_steps", "weight_decay", "text_max_len", "n_planets",
-                   "catalog_source", "climate_domain", "metabolic_model", "val_fraction", "test_fraction", "nproc")
+DIVERGENCE_WINDOW = 50  # steps in the running median the divergence check compares against
+
+
+class DatasetNotBuilt(RuntimeError):
+    """The run folder has no built dataset: notebook 01 builds it."""
 
 
 @dataclass
 class TrainResult:
     start_step: int
     step: int
-    stopped_because: str
+    stopped_because: str  # max_steps | max_epochs | max_hours | early_stopping | non_finite | diverged | interrupted
     resumed_from: Optional[str]
     last_checkpoint: Optional[str]
     best_val: Optional[float]
     skipped_steps: int
     elapsed_s: float
     checkpoints: list[str] = field(default_factory=list)
+    checkpoint_stall_s: float = 0.0
+    divergence_warnings: int = 0
+    interrupted_by: Optional[str] = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -70,17 +79,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def ensure_dataset(cfg: Config, info: distributed.DistInfo) -> Path:
-    """Returns the run's data folder, building it (rank 0) when missing or out of date."""
-    from astrobio_lib.data import catalog
-    from astrobio_lib.data.build import build_dataset
+def open_dataset(data_dir: Path) -> dict[str, Any]:
+    """Returns the manifest of the dataset notebook 01 built in ``data_dir``.
 
-    data_dir = Path(cfg.run.run_dir) / "data"
-    if info.is_main:
-        planets, prov = catalog.load_catalog(cfg.data.catalog_source, cfg.data.catalog_path, cache_dir=data_dir)
-        build_dataset(planets, prov, cfg.data, cfg.run.seed, data_dir)
-    distributed.barrier(info)
-    return data_dir
+    Raises:
+        DatasetNotBuilt: no (complete) dataset there.
+    """
+    from astrobio_lib.data.build import load_manifest
+
+    manifest = load_manifest(data_dir)
+    if manifest is None:
+        raise DatasetNotBuilt(f"no built dataset in {data_dir}: run notebook 01_data_validation for this run first "
+                              f"(python -m astrobio_lib.pipeline PARAMS --only 01), or build_for_config(cfg)")
+    return manifest
 
 
 def autocast_for(precision: str, device: torch.device):
@@ -98,8 +109,18 @@ def autocast_for(precision: str, device: torch.device):
     return torch.autocast(device.type, enabled=False)
 
 
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: (v.to(device, non_blocking=True) if hasattr(v, "to") else v) for k, v in batch.items()}
+def to_device(batch: dict[str, Any], device: torch.device, float_dtype: Optional[torch.dtype] = None) -> dict[str, Any]:
+    """Moves a batch to ``device``; with ``float_dtype`` (pure bf16 training) floating inputs are cast
+    too, so model and inputs agree."""
+    def move(v):
+        if float_dtype is not None and isinstance(v, torch.Tensor) and v.is_floating_point():
+            return v.to(device, dtype=float_dtype, non_blocking=True)
+        if float_dtype is not None and hasattr(v, "apply") and hasattr(v, "to"):  # a PyG Batch
+            v = v.to(device, non_blocking=True)
+            return v.apply(lambda t: t.to(float_dtype) if t.is_floating_point() else t)
+        return v.to(device, non_blocking=True) if hasattr(v, "to") else v
+
+    return {k: move(v) for k, v in batch.items()}
 
 
 def hardware_for(cfg: Config) -> memory.Hardware:
@@ -113,18 +134,23 @@ def plan_for(cfg: Config, world_size: int) -> memory.Plan:
                        sharding=t.sharding, world_size=world_size, cpu_offload=t.cpu_offload, llm_adapter=t.llm_adapter)
 
 
+def input_dtype(precision: str) -> Optional[torch.dtype]:
+    return torch.bfloat16 if precision == "bf16" else None
+
+
 def accumulate(model, batches: list[dict[str, Any]], device, precision: str, scaler=None,
-               sharding: str = "none") -> dict[str, float]:
-    """Forward + backward over the micro-batches of one optimizer step; returns the step's losses.
+               sharding: str = "none") -> dict[str, torch.Tensor]:
+    """Forward + backward over the micro-batches of one optimizer step; returns the step's losses
+    as 0-d tensors on the device (summed there: no host sync per micro-batch).
 
     Each micro-batch's loss is weighted by its share of the step's samples, so k micro-batches of
     m give the gradient of one batch of k*m for per-sample-mean losses, and a short final
     micro-batch counts for what it holds. Gradients are synchronised only on the last one.
     """
     n_step = sum(int(b["catalog"].shape[0]) for b in batches)
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}
     for i, batch in enumerate(batches):
-        batch = to_device(batch, device)
+        batch = to_device(batch, device, input_dtype(precision))
         weight = int(batch["catalog"].shape[0]) / n_step
         with distributed.gradient_sync(model, sharding, sync=i == len(batches) - 1):
             with autocast_for(precision, device):
@@ -133,7 +159,8 @@ def accumulate(model, batches: list[dict[str, Any]], device, precision: str, sca
             (scaler.scale(loss) if scaler else loss).backward()
         for k, v in out.items():
             if k.startswith("loss"):
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * weight
+                term = v.detach().float() * weight
+                sums[k] = sums[k] + term if k in sums else term
     return sums
 
 
@@ -146,7 +173,7 @@ def validate(model, dataset: PlanetDataset, collate: Collate, micro_batch: int, 
     n = 0
     for start in range(0, len(dataset), micro_batch):
         items = [dataset[i] for i in range(start, min(len(dataset), start + micro_batch))]
-        batch = to_device(collate(items), device)
+        batch = to_device(collate(items), device, input_dtype(precision))
         with autocast_for(precision, device):
             out = model(batch)
         for k in ("loss", "loss_habitability"):
@@ -156,47 +183,64 @@ def validate(model, dataset: PlanetDataset, collate: Collate, micro_batch: int, 
     return {f"val_{k}": v / max(n, 1) for k, v in sums.items()}
 
 
-def train(cfg: Config) -> TrainResult:
-    """Trains (or continues training) the run in ``cfg.run.run_dir``; returns how it ended.
+@dataclass
+class Setup:
+    """Everything :func:`run_loop` needs, built by :func:`setup`."""
+
+    cfg: Config
+    info: distributed.DistInfo
+    run_dir: Path
+    train_ds: PlanetDataset
+    val_ds: PlanetDataset
+    collate: Collate
+    state: ckpt.TrainState
+    checkpointer: ckpt.Checkpointer
+    sched_target: Any
+    text_max_len: int
+    resumed_from: Optional[str]
+    t_start: float
+
+
+def setup(cfg: Config, info: distributed.DistInfo, data_dir: Optional[Path] = None) -> Setup:
+    """Opens the dataset, runs the preflight, builds the train state and resumes it.
 
     Raises:
-        memory.MemoryBudgetError: the plan does not fit the configured hardware (before allocating).
-        ckpt.CheckpointError: the checkpoint to resume belongs to another configuration, or the
-            ``resume`` path cannot be loaded.
-        astrobio_lib.data.validate.DataValidationError: the dataset has fatal findings.
+        DatasetNotBuilt: the run folder has no dataset.
+        memory.MemoryBudgetError: the plan does not fit (unless ``force_plan``).
+        ckpt.CheckpointError: no disk space for the checkpoints; checkpoints exist but none is valid;
+            the checkpoint belongs to another configuration; ``resume`` names an unloadable path.
     """
     t = cfg.train
-    if t.llm_adapter != "none":
-        # budgeted by the memory estimator, not built here: training the full LLM instead would
-        # silently change the experiment
-        raise config.ConfigError(f"llm_adapter={t.llm_adapter!r}: LoRA/QLoRA adapters are budgeted by the memory "
-                                 f"estimator but not implemented in the trainer yet; use llm_adapter: none")
     run_dir = Path(cfg.run.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    info = distributed.init()
-    tracking.setup_logging(run_dir, info.rank)
     t_start = time.monotonic()
     device = info.device
-    flat = cfg.flat()
     seed_everything(cfg.run.seed + info.rank)  # a resumed run replaces these states from its checkpoint
 
-    # ---- data (built once per run folder; reused afterwards)
-    data_dir = ensure_dataset(cfg, info)
+    # ---- data: built by notebook 01; the trainer only reads it
+    data_dir = Path(data_dir) if data_dir else run_dir / "data"
+    manifest = open_dataset(data_dir)
+    text_max_len = int(manifest["config"]["text_max_len"])
     train_ds, val_ds = PlanetDataset(data_dir, "train"), PlanetDataset(data_dir, "val", validate=False)
-    collate = Collate(train_ds.graphs)
     if train_ds.synthetic:
         log.warning("training on a SYNTHETIC catalog: results say nothing about real planets")
 
     # ---- preflight: refuse a plan that does not fit, before allocating anything
     model_cfg = get_preset(cfg.model.model_preset, activation_checkpointing=t.activation_checkpointing)
-    plan = plan_for(cfg, info.world_size)
-    hardware = hardware_for(cfg)
-    est = memory.preflight(model_cfg, plan, memory.BatchShape(t.micro_batch_size, cfg.data.text_max_len,
-                                                              t.grad_accum_steps), hardware)
-    log.info("preflight: plan '%s' on %s: %.2f GB per device, %.1f GB host — fits", plan.name, hardware.name,
-             est.device_total / 1e9, est.host_total / 1e9)
+    if text_max_len > model_cfg.llm.max_seq_len:
+        raise memory.MemoryBudgetError(f"the dataset in {data_dir} has text_max_len={text_max_len} > the context of "
+                                       f"model_preset {cfg.model.model_preset} ({model_cfg.llm.max_seq_len})")
+    plan, hardware = plan_for(cfg, info.world_size), hardware_for(cfg)
+    shape = memory.BatchShape(t.micro_batch_size, text_max_len, t.grad_accum_steps)
+    try:
+        est = memory.preflight(model_cfg, plan, shape, hardware)
+        log.info("preflight: plan '%s' on %s: %.2f GB per device, %.1f GB host — fits", plan.name, hardware.name,
+                 est.device_total / 1e9, est.host_total / 1e9)
+    except memory.MemoryBudgetError as exc:
+        if not cfg.hardware.force_plan:
+            raise
+        log.warning("preflight says the plan does NOT fit, training anyway because force_plan is set: %s", exc)
 
-    # ---- model, optimizer, schedule
+    # ---- model, optimizer, schedule: the train state
     model = build_model(model_cfg, seed=cfg.run.seed).to(device)
     if t.precision == "bf16":
         model = model.to(torch.bfloat16)
@@ -213,75 +257,117 @@ def train(cfg: Config) -> TrainResult:
     scheduler = build_scheduler(sched_target, t.schedule, t.max_steps, t.warmup_steps)
     scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16-mixed" else None
     order = ResumableOrder(len(train_ds), t.micro_batch_size, cfg.run.seed, info.world_size, info.rank)
-    metrics = tracking.MetricsLog(run_dir / "metrics.jsonl", enabled=info.is_main)
-    ckpt_dir = run_dir / "checkpoints"
-    sharded = t.sharding == "fsdp2" and info.distributed
+    flat = {**cfg.flat(), "dataset_build_sha256": manifest["build_sha256"], "text_max_len": text_max_len}
+    state = ckpt.TrainState(model, optimizer, scheduler, order, flat, scaler)
+    checkpointer = ckpt.Checkpointer(run_dir / "checkpoints", t.keep_checkpoints, info,
+                                     sharded=t.sharding == "fsdp2", async_save=t.checkpoint_async)
+    if info.is_main:
+        checkpointer.check_space(ckpt.state_bytes(state, memory.optimizer_state_bytes_per_param(t.optimizer)))
 
     # ---- resume
-    counters = {"step": 0, "samples": 0, "skipped": 0, "nonfinite_in_a_row": 0, "elapsed_s": 0.0,
-                "best_val": None, "vals_without_improvement": 0}
     resumed_from = None
     if t.resume != "never":
-        found = _load_checkpoint(ckpt_dir, None if t.resume == "auto" else t.resume, sharded, model, optimizer, info)
-        if found is not None:
-            state, resumed_from = found
-            diff = ckpt.incompatible_keys(state["config"], flat, STRUCTURAL_KEYS)
-            if diff:
-                raise ckpt.CheckpointError(
-                    f"checkpoint {resumed_from} was written with another configuration: "
-                    + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
-                    + ". Restore those values, or start a new run folder (or resume: never).")
-            if not sharded:
-                distributed.unwrap(model).load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            order.load(state["data_order"])
-            counters.update(state["counters"])
-            ckpt.set_rng_state(state["rng"])
-            dropped = metrics.truncate_after(counters["step"])
+        resumed_from = checkpointer.load(state, None if t.resume == "auto" else t.resume)
+        if resumed_from:
+            _apply_safe_changes(state, sched_target, state.restored_config or {}, flat)
+            dropped = tracking.MetricsLog(run_dir / "metrics.jsonl", enabled=info.is_main).truncate_after(state.step)
             log.info("resumed from %s at step %d (epoch %d, %d samples into it); %d later metric records dropped",
-                     resumed_from, counters["step"], order.position.epoch, order.position.offset, dropped)
-    start_step = counters["step"]
-    wandb = tracking.WandbRun(t.wandb_mode, run_dir, {k: v for k, v in flat.items()}, run_dir.name) \
-        if info.is_main else None
+                     resumed_from, state.step, order.position.epoch, order.position.offset, dropped)
+    return Setup(cfg, info, run_dir, train_ds, val_ds, Collate(train_ds.graphs), state, checkpointer, sched_target,
+                 text_max_len, resumed_from, t_start)
 
-    last_saved = {"step": counters["step"]}
 
-    def save_checkpoint(best: bool = False) -> str:
-        last_saved["step"] = counters["step"]
-        state = {"config": flat, "counters": dict(counters, elapsed_s=counters["elapsed_s"] + time.monotonic() - t_start),
-                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else {},
-                 "data_order": order.state(), "rng": ckpt.rng_state()}
-        if sharded:
-            path = str(ckpt_dir / f"step_{counters['step']:08d}.dcp")
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            distributed.save_sharded(path, model, optimizer, state, info)
-            if info.is_main:
-                ckpt.record(ckpt_dir, Path(path).name, counters["step"], t.keep_checkpoints, best, sharded=True)
-            return path
-        state.update(model=distributed.unwrap(model).state_dict(), optimizer=optimizer.state_dict())
-        if info.is_main:
-            return str(ckpt.save(ckpt_dir, counters["step"], state, keep=t.keep_checkpoints, best=best))
-        return ""
+def _apply_safe_changes(state: ckpt.TrainState, sched_target, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Applies the optimisation keys that may change on resume, and logs each change."""
+    changed = ckpt.changed_safe_keys(saved, current)
+    if not changed:
+        return
+    log.warning("resuming with changed settings (allowed; structural keys are not): %s",
+                ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    if "learning_rate" in changed:
+        old, new = changed["learning_rate"]
+        scale = new / old if old else 1.0
+        sched = state.scheduler
+        if hasattr(sched, "base_lrs"):
+            sched.base_lrs = [b * scale for b in sched.base_lrs]
+        for group in sched_target.param_groups:
+            for key in ("lr", "initial_lr", "max_lr", "min_lr"):
+                if key in group:
+                    group[key] *= scale
+        if hasattr(sched, "_last_lr"):
+            sched._last_lr = [g["lr"] for g in sched_target.param_groups]
 
-    # ---- the loop
+
+def train(cfg: Config, data_dir: Optional[str | Path] = None) -> TrainResult:
+    """Trains (or continues training) the run in ``cfg.run.run_dir``; returns how it ended.
+
+    Raises:
+        DatasetNotBuilt: notebook 01 has not built the run's dataset.
+        memory.MemoryBudgetError: the plan does not fit the configured hardware (before allocating).
+        ckpt.CheckpointError: see :func:`setup`.
+        astrobio_lib.fsutil.RunLockedError: another training process uses this run folder.
+        astrobio_lib.fsutil.DiskFullError: a checkpoint write ran out of space (the previous one is valid).
+        astrobio_lib.data.validate.DataValidationError: the dataset has fatal findings.
+    """
+    run_dir = Path(cfg.run.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = distributed.init(cfg.train.sharding)
+    tracking.setup_logging(run_dir, info.rank)
+    lock = RunLock(run_dir, "train.lock", "training process") if info.is_main else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        with Preemption() as preempt:
+            if not preempt.installed:
+                log.info("not on the main thread: SIGTERM/SIGINT will not be turned into a checkpoint")
+            s = setup(cfg, info, Path(data_dir) if data_dir else None)
+            try:
+                return run_loop(s, preempt)
+            finally:
+                s.checkpointer.close()
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
+    """Runs optimizer steps until a limit or a stop request; returns how training ended."""
+    info, state, t = s.info, s.state, s.cfg.train
+    model, optimizer, scheduler, scaler = state.model, state.optimizer, state.scheduler, state.scaler
+    counters = state.counters
+    device, run_dir = info.device, s.run_dir
+    metrics = tracking.MetricsLog(run_dir / "metrics.jsonl", enabled=info.is_main)
+    start_step = state.step
+    wandb = tracking.WandbRun(t.wandb_mode, run_dir, dict(state.config), run_dir.name) if info.is_main else None
+    elapsed = lambda: counters["elapsed_s"] + time.monotonic() - s.t_start  # noqa: E731
+    last_saved = {"step": state.step}
+    last_checkpoint: Optional[str] = None
+
+    def save_checkpoint(best: bool = False, blocking: bool = False) -> str:
+        counters_now = counters["elapsed_s"]
+        counters["elapsed_s"] = elapsed()  # the saved copy carries the time so far
+        try:
+            return s.checkpointer.save(state, best=best, blocking=blocking)
+        finally:
+            counters["elapsed_s"] = counters_now
+            last_saved["step"] = state.step
+
     model.train()
     interactive = sys.stderr.isatty() and "PAPERMILL_EXECUTION" not in os.environ
     bar = None
     if interactive and info.is_main:
         from tqdm import tqdm
 
-        bar = tqdm(total=t.max_steps, initial=counters["step"], unit="step")
+        bar = tqdm(total=t.max_steps, initial=state.step, unit="step")
     stopped = "max_steps"
+    divergence_warnings = 0
     last_ckpt_time = time.monotonic()
-    last_checkpoint: Optional[str] = None
     window_t, window_samples = time.monotonic(), 0
-    stream = order.epochs(t.max_epochs)
-    while counters["step"] < t.max_steps:
-        elapsed_h = (counters["elapsed_s"] + time.monotonic() - t_start) / 3600
-        if elapsed_h >= t.max_hours:
+    stream = state.order.epochs(t.max_epochs)
+    counters.setdefault("loss_window", [])
+    counters.setdefault("above_median", 0)
+    while state.step < t.max_steps:
+        if elapsed() / 3600 >= t.max_hours:
             stopped = "max_hours"
             break
         # gather this step's micro-batches first: the loss weight of each is its share of the step's samples
@@ -291,22 +377,27 @@ def train(cfg: Config) -> TrainResult:
             break
         n_step = sum(len(idx) for idx, _ in micro)
         epoch = micro[-1][1]
-        batches = [collate([train_ds[j] for j in indices]) for indices, _ in micro]
-        sums = accumulate(model, batches, device, t.precision, scaler, t.sharding)
+        batches = [s.collate([s.train_ds[j] for j in indices]) for indices, _ in micro]
+        loss_t = accumulate(model, batches, device, t.precision, scaler, t.sharding)
+        keys = sorted(loss_t)
+        # one transfer per step: the losses and this rank's stop request (global in distributed runs)
+        packed = torch.stack([loss_t[k].double() for k in keys]
+                             + [torch.tensor(1.0 if preempt.requested else 0.0, dtype=torch.float64, device=device)])
         if info.distributed:  # log the global step's losses, not rank 0's share
-            keys = sorted(sums)
-            packed = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
             torch.distributed.all_reduce(packed)
-            sums = {k: float(v) / info.world_size for k, v in zip(keys, packed, strict=True)}
+            packed[:-1] /= info.world_size
+        packed = packed.cpu()
+        sums = {k: float(v) for k, v in zip(keys, packed[:-1], strict=True)}
+        stop_requested = float(packed[-1]) > 0
         if scaler is not None:
-            scaler.unscale_(sched_target)
+            scaler.unscale_(s.sched_target)
         params = [p for p in model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else float("inf"))
         grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
         finite = math.isfinite(sums["loss"]) and math.isfinite(grad_norm)
         if finite:
             if scaler is not None:
-                scaler.step(sched_target)
+                scaler.step(s.sched_target)
                 scaler.update()
             else:
                 optimizer.step()
@@ -316,16 +407,15 @@ def train(cfg: Config) -> TrainResult:
             counters["skipped"] += 1
             counters["nonfinite_in_a_row"] += 1
             log.warning("step %d: non-finite loss (%s) or gradient norm (%s): step skipped (%d in a row)",
-                        counters["step"] + 1, sums["loss"], grad_norm, counters["nonfinite_in_a_row"])
+                        state.step + 1, sums["loss"], grad_norm, counters["nonfinite_in_a_row"])
         optimizer.zero_grad(set_to_none=True)
         counters["step"] += 1
         counters["samples"] += n_step * info.world_size
         window_samples += n_step * info.world_size
-        step = counters["step"]
+        step = state.step
         record = {"step": step, "epoch": epoch, **{k: round(v, 6) for k, v in sums.items()},
-                  "lr": sched_target.param_groups[0]["lr"], "grad_norm": grad_norm, "finite": finite,
-                  "samples": counters["samples"],
-                  "elapsed_s": round(counters["elapsed_s"] + time.monotonic() - t_start, 3)}
+                  "lr": s.sched_target.param_groups[0]["lr"], "grad_norm": grad_norm, "finite": finite,
+                  "samples": counters["samples"], "elapsed_s": round(elapsed(), 3)}
         metrics.write(record)
         if wandb:
             wandb.log(record, step)
@@ -338,22 +428,41 @@ def train(cfg: Config) -> TrainResult:
             log.info("step %d/%d | epoch %d | loss %.4f | habitability %.4f | lr %.2e | grad norm %.3f | "
                      "%.1f samples/s | ETA %.0f s", step, t.max_steps, epoch, sums["loss"],
                      sums.get("loss_habitability", float("nan")), record["lr"], grad_norm, rate, eta)
-            metrics.write({"step": step, "samples_per_s": rate, "tokens_per_s": rate * cfg.data.text_max_len})
+            metrics.write({"step": step, "samples_per_s": rate, "tokens_per_s": rate * s.text_max_len})
             window_t, window_samples = now, 0
         if step % t.memory_every_steps == 0:
             stats = tracking.memory_stats()
             metrics.write({"step": step, **stats})
             for alert in tracking.memory_alerts(stats, t.memory_alert_fraction):
                 log.warning("memory alert at step %d: %s", step, alert)
+
+        # ---- stop requests: preemption first (the pod is going away), then the loss guards
+        if stop_requested:
+            reason = preempt.reason or "a stop request on another rank"
+            last_checkpoint = _checkpoint_for_preemption(s, save_checkpoint, reason, last_saved["step"])
+            stopped = "interrupted"
+            break
         if counters["nonfinite_in_a_row"] >= t.nan_patience:
-            last_checkpoint = save_checkpoint()
+            last_checkpoint = save_checkpoint(blocking=True)
             stopped = "non_finite"
             log.error("stopping: %d consecutive non-finite steps (lower learning_rate, check the data report); "
                       "checkpoint %s", counters["nonfinite_in_a_row"], last_checkpoint)
             break
+        diverging = _divergence(counters, sums["loss"], finite, t.divergence_factor, t.divergence_patience)
+        if diverging is not None:
+            divergence_warnings += 1
+            median = diverging
+            log.warning("step %d: loss %.4g has been above %.0fx its running median (%.4g) for %d steps: the run is "
+                        "diverging — lower learning_rate (safe to change on resume) or set grad_clip",
+                        step, sums["loss"], t.divergence_factor, median, t.divergence_patience)
+            metrics.write({"step": step, "divergence": True, "loss_running_median": median})
+            if t.divergence_stop:
+                last_checkpoint = save_checkpoint(blocking=True)
+                stopped = "diverged"
+                break
         improved = False
-        if step % t.val_every_steps == 0 and len(val_ds):
-            val = validate(model, val_ds, Collate(val_ds.graphs), t.micro_batch_size, device, t.precision)
+        if step % t.val_every_steps == 0 and len(s.val_ds):
+            val = validate(model, s.val_ds, Collate(s.val_ds.graphs), t.micro_batch_size, device, t.precision)
             metrics.write({"step": step, **val})
             score = val["val_loss_habitability"]
             if counters["best_val"] is None or score < counters["best_val"]:
@@ -372,33 +481,57 @@ def train(cfg: Config) -> TrainResult:
             break
     if bar is not None:
         bar.close()
-    if counters["step"] > last_saved["step"]:  # the final state, so a rerun continues from it
-        last_checkpoint = save_checkpoint()
-    elapsed = counters["elapsed_s"] + time.monotonic() - t_start
-    log.info("training ended (%s) at step %d after %.1f s in this process; %d steps skipped as non-finite",
-             stopped, counters["step"], time.monotonic() - t_start, counters["skipped"])
+    if state.step > last_saved["step"] and stopped != "interrupted":  # the final state, so a rerun continues
+        last_checkpoint = save_checkpoint(blocking=True)
+    s.checkpointer.wait()
+    total = elapsed()
+    log.info("training ended (%s) at step %d after %.1f s in this process; %d steps skipped as non-finite; "
+             "checkpoint stall %.2f s (%.2f%% of this process's time)", stopped, state.step,
+             time.monotonic() - s.t_start, counters["skipped"], s.checkpointer.stall_s,
+             100 * s.checkpointer.stall_s / max(time.monotonic() - s.t_start, 1e-9))
     if wandb:
         wandb.finish()
-    result = TrainResult(start_step, counters["step"], stopped, str(resumed_from) if resumed_from else None,
-                         last_checkpoint, counters["best_val"], counters["skipped"], elapsed,
-                         [e["file"] for e in ckpt.read_manifest(ckpt_dir)])
+    result = TrainResult(start_step, state.step, stopped, s.resumed_from, last_checkpoint, counters["best_val"],
+                         counters["skipped"], total, [e["file"] for e in s.checkpointer.entries()],
+                         round(s.checkpointer.stall_s, 3), divergence_warnings,
+                         preempt.reason if stopped == "interrupted" else None)
     if info.is_main:
-        (run_dir / "train_result.json").write_text(json.dumps(result.to_dict(), indent=2))
+        atomic_write(run_dir / "train_result.json", json.dumps(result.to_dict(), indent=2))
     distributed.barrier(info)
     return result
 
 
-def _load_checkpoint(ckpt_dir: Path, path: Optional[str], sharded: bool, model, optimizer,
-                     info: distributed.DistInfo) -> Optional[tuple[dict[str, Any], str]]:
-    if not sharded:
-        found = ckpt.load_latest(ckpt_dir, path)
-        return (found[0], str(found[1])) if found else None
-    candidates = [path] if path else [str(ckpt_dir / e["file"]) for e in
-                                      sorted(ckpt.read_manifest(ckpt_dir), key=lambda e: e["step"], reverse=True)]
-    for cand in candidates:
-        try:
-            extra = distributed.load_sharded(cand, model, optimizer, info)
-            return extra, cand
-        except Exception as exc:
-            log.warning("sharded checkpoint %s unusable (%s): trying the previous one", cand, exc)
-    return None
+def _checkpoint_for_preemption(s: Setup, save_checkpoint, reason: str, last_saved_step: int) -> Optional[str]:
+    """Writes the preemption checkpoint when it fits in the grace period; returns its path."""
+    t = s.cfg.train
+    expected = s.checkpointer.last_save_s
+    if s.state.step == last_saved_step:
+        log.warning("%s at step %d: the checkpoint of this step is already written; exiting", reason, s.state.step)
+        s.checkpointer.wait()
+        latest = s.checkpointer.latest_path()
+        return str(latest) if latest else None
+    if expected > t.preempt_grace_s:
+        log.error("%s at step %d: a checkpoint takes ~%.1f s, more than preempt_grace_s=%.0f s — not attempting one; "
+                  "the next run resumes from step %d", reason, s.state.step, expected, t.preempt_grace_s,
+                  last_saved_step)
+        return None
+    t0 = time.monotonic()
+    path = save_checkpoint(blocking=True)
+    log.warning("%s: finished step %d, checkpoint %s written in %.1f s; exiting (run the same command to continue)",
+                reason, s.state.step, path, time.monotonic() - t0)
+    return path
+
+
+def _divergence(counters: dict[str, Any], loss: float, finite: bool, factor: float, patience: int) -> Optional[float]:
+    """Tracks the loss against its running median; returns the median when the loss has stayed above
+    ``factor`` x median for ``patience`` consecutive steps (once per episode), else None."""
+    window: list[float] = counters["loss_window"]
+    if not finite:
+        return None
+    median = statistics.median(window) if len(window) >= 10 else None
+    above = median is not None and median > 0 and loss > factor * median
+    counters["above_median"] = counters["above_median"] + 1 if above else 0
+    if not above:  # a diverging loss must not drag its own baseline up
+        window.append(loss)
+        del window[:-DIVERGENCE_WINDOW]
+    return median if counters["above_median"] == patience else None

@@ -17,7 +17,7 @@ CFG = DataConfig(n_planets=48, label_mc_samples=32, shard_size=16)
 
 @pytest.fixture(scope="module")
 def real_catalog(request):
-    path = request.getfixturevalue("shared_catalog")
+    path = request.getfixturevalue("real_catalog")
     return catalog.load_catalog("file", str(path))
 
 

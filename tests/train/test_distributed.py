@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ..conftest import REPO
+from ..conftest import REPO, built
 
 pytestmark = pytest.mark.slow
 BASE = dict(n_planets=64, label_mc_samples=16, grad_accum_steps=2, val_every_steps=4, checkpoint_every_steps=4,
@@ -26,6 +26,7 @@ BASE = dict(n_planets=64, label_mc_samples=16, grad_accum_steps=2, val_every_ste
 def launch(tmp: Path, name: str, catalog: Path, nproc: int, max_steps: int, run_name: str | None = None, **kw):
     p = {"run_dir": str(tmp / (run_name or name)), "catalog_path": str(catalog), "max_steps": max_steps,
          "nproc": nproc, **BASE, **kw}
+    built(p)
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(p))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
@@ -40,10 +41,10 @@ def curve(run_dir: Path, key: str = "loss") -> list[float]:
     return [r[key] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
 
 
-def test_ddp_and_fsdp2_offload_8bit_match_one_process(tmp_path, shared_catalog):
-    launch(tmp_path, "single", shared_catalog, 1, 8, micro_batch_size=4)
-    launch(tmp_path, "ddp", shared_catalog, 2, 8, micro_batch_size=2, sharding="ddp")
-    launch(tmp_path, "fsdp2", shared_catalog, 2, 8, micro_batch_size=2, sharding="fsdp2",
+def test_ddp_and_fsdp2_offload_8bit_match_one_process(tmp_path, real_catalog):
+    launch(tmp_path, "single", real_catalog, 1, 8, micro_batch_size=4)
+    launch(tmp_path, "ddp", real_catalog, 2, 8, micro_batch_size=2, sharding="ddp")
+    launch(tmp_path, "fsdp2", real_catalog, 2, 8, micro_batch_size=2, sharding="fsdp2",
            cpu_offload="params_optimizer", optimizer="adamw8bit")
     single = curve(tmp_path / "single", "loss_habitability")
     for name in ("ddp", "fsdp2"):
@@ -56,13 +57,13 @@ def test_ddp_and_fsdp2_offload_8bit_match_one_process(tmp_path, shared_catalog):
     assert any((tmp_path / "fsdp2" / "checkpoints").glob("step_*.dcp"))
 
 
-def test_fsdp2_dcp_checkpoint_resumes_on_two_ranks(tmp_path, shared_catalog):
+def test_fsdp2_dcp_checkpoint_resumes_on_two_ranks(tmp_path, real_catalog):
     # a constant schedule: a cosine one depends on max_steps, which differs between the runs
     kw = dict(micro_batch_size=2, sharding="fsdp2", cpu_offload="params_optimizer", optimizer="adamw8bit",
               schedule="constant")
-    launch(tmp_path, "full", shared_catalog, 2, 12, **kw)
-    launch(tmp_path, "part", shared_catalog, 2, 8, **kw)
-    out = launch(tmp_path, "part_resumed", shared_catalog, 2, 12, run_name="part", **kw)
+    launch(tmp_path, "full", real_catalog, 2, 12, **kw)
+    launch(tmp_path, "part", real_catalog, 2, 8, **kw)
+    out = launch(tmp_path, "part_resumed", real_catalog, 2, 12, run_name="part", **kw)
     assert "resumed from" in out and "step_00000008.dcp" in out
     full, joined = curve(tmp_path / "full"), curve(tmp_path / "part")
     assert len(joined) == 12
