@@ -201,6 +201,11 @@ class Config:
         if not on_cpu and t.nproc > h.gpus_per_node:
             problems.append(f"nproc: {t.nproc} > gpus_per_node: {h.gpus_per_node}: one training process per GPU; "
                             f"lower nproc or raise gpus_per_node")
+        known = _known_devices()
+        if not on_cpu and h.gpu_name not in known:
+            near = nearest_key(h.gpu_name, known)
+            problems.append(f"gpu_name: {h.gpu_name!r} is not a device the memory budget knows"
+                            + (f" — did you mean {near!r}?" if near else "") + f" (cpu, {', '.join(known)})")
         if not on_cpu and h.gpu_memory_gb <= 0:
             problems.append(f"gpu_name: {h.gpu_name} with gpu_memory_gb: {h.gpu_memory_gb}: set the memory per GPU")
         max_seq = _preset_max_seq_len(self.model.model_preset)
@@ -223,6 +228,12 @@ class Config:
 
 
 _SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}
+
+
+def _known_devices() -> list[str]:
+    from astrobio_lib.memory import DEVICES
+
+    return list(DEVICES)
 
 
 def _preset_max_seq_len(preset: str) -> Optional[int]:

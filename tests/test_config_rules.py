@@ -23,6 +23,7 @@ REFUSED = [
     ({"nproc": 4, "sharding": "ddp", "gpu_name": "RTX A5000", "gpus_per_node": 2, "gpu_memory_gb": 24.0},
      ["nproc: 4", "gpus_per_node: 2"]),
     ({"gpu_name": "RTX A5000", "gpu_memory_gb": 0.0}, ["gpu_memory_gb"]),
+    ({"gpu_name": "RTX A500", "gpu_memory_gb": 24.0}, ["gpu_name: 'RTX A500'", "did you mean 'RTX A5000'"]),
 ]
 
 
