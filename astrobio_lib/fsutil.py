@@ -26,6 +26,17 @@ class RunLockedError(RuntimeError):
     """Another live process holds the run folder's lock."""
 
 
+def sha256_file(path: str | Path) -> str:
+    """Returns the hex sha256 of a file, read in 1 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def temp_path(path: str | Path) -> Path:
     """Returns a temporary name beside ``path`` that no other writer uses (pid + random suffix)."""
     path = Path(path)

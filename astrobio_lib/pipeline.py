@@ -45,7 +45,7 @@ from astrobio_lib import config as cfg_mod
 from astrobio_lib.config import ConfigError
 from astrobio_lib.fsutil import RunLock, RunLockedError, atomic_write
 from astrobio_lib.report import COMPLETION_MARKER
-from astrobio_lib.train.preemption import INTERRUPTED_EXIT
+from astrobio_lib.train.preemption import INTERRUPTED_EXIT, Preemption
 
 log = logging.getLogger("astrobio.pipeline")
 
@@ -424,31 +424,13 @@ def run_pipeline(params_file: str | Path, run_name: Optional[str] = None, *,
         lock.release()
 
 
-class _StopOnSignal:
-    """SIGTERM / SIGINT → remember it and pass SIGTERM on to every child process (the kernel,
-    torchrun and its ranks), which checkpoint and end; a second SIGINT stops at once."""
-
-    def __init__(self) -> None:
-        self.signal: Optional[str] = None
-        self._previous: dict[int, Any] = {}
+class _StopOnSignal(Preemption):
+    """SIGTERM / SIGINT → remember it (as the trainer's :class:`Preemption` does) and pass SIGTERM on
+    to every child process (the kernel, torchrun and its ranks), which checkpoint and end."""
 
     def _handle(self, signum, frame) -> None:
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal = self.signal or signal.Signals(signum).name
+        super()._handle(signum, frame)
         forward_signal(signal.SIGTERM)
-
-    def __enter__(self) -> "_StopOnSignal":
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def forward_signal(sig: int) -> int:
@@ -493,7 +475,7 @@ def _run_notebooks(specs, values, run_dir: Path, run_name: str, params_file: Pat
             _save_state(run_dir, states)
             write_index(run_dir, run_name, str(params_file), states, order)
             continue
-        if stop.signal:
+        if stop.reason:
             break
 
         st.status, st.error = "running", None
@@ -533,9 +515,9 @@ def _run_notebooks(specs, values, run_dir: Path, run_name: str, params_file: Pat
             st.status = "failed"
             st.error = f"{type(exc).__name__}: {exc}"
         finally:
-            if stop.signal and st.status != "completed":
+            if stop.reason and st.status != "completed":
                 st.status = "interrupted"
-                st.error = (f"stopped by {stop.signal} ({st.error or 'during execution'}); run the same command "
+                st.error = (f"stopped by {stop.reason} ({st.error or 'during execution'}); run the same command "
                             f"again to continue")
             st.duration_s = round(time.monotonic() - t0, 2)
             _save_state(run_dir, states)
@@ -549,11 +531,11 @@ def _run_notebooks(specs, values, run_dir: Path, run_name: str, params_file: Pat
             raise PipelineError(f"notebook {spec.name} failed: {st.error}\n"
                                 f"  report: {out}\n  index:  {run_dir / 'index.html'}")
         log.info("%s: completed in %.1f s", spec.name, st.duration_s)
-        if stop.signal:
-            raise PipelineInterrupted(f"stopped by {stop.signal} after {spec.name}: run the same command again to "
+        if stop.reason:
+            raise PipelineInterrupted(f"stopped by {stop.reason} after {spec.name}: run the same command again to "
                                       f"continue")
-    if stop.signal:
-        raise PipelineInterrupted(f"stopped by {stop.signal}: run the same command again to continue")
+    if stop.reason:
+        raise PipelineInterrupted(f"stopped by {stop.reason}: run the same command again to continue")
     log.info("run %s finished: %s", run_name, run_dir / "index.html")
     return states
 

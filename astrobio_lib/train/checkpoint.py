@@ -52,8 +52,10 @@ from astrobio_lib.fsutil import (
     free_bytes,
     fsync_dir,
     remove_stale_temps,
+    sha256_file,
     temp_path,
 )
+from astrobio_lib.train.distributed import unwrap
 
 log = logging.getLogger("astrobio.train")
 MANIFEST = "manifest.json"
@@ -128,10 +130,6 @@ class TrainState:
         self.restored_config = dict(meta["config"])
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") and not hasattr(model, "text_encoder") else model
-
-
 def _to_host(obj: Any) -> Any:
     """A deep copy whose tensors live in host memory (the snapshot an async save writes)."""
     if isinstance(obj, torch.Tensor):
@@ -143,17 +141,9 @@ def _to_host(obj: Any) -> Any:
     return copy.deepcopy(obj)
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def state_bytes(state: TrainState, optimizer_bytes_per_param: float) -> int:
     """Returns the expected size of one checkpoint: model tensors plus optimizer states."""
-    model_bytes = sum(t.numel() * t.element_size() for t in _unwrap(state.model).state_dict().values()
+    model_bytes = sum(t.numel() * t.element_size() for t in unwrap(state.model).state_dict().values()
                       if isinstance(t, torch.Tensor))
     n_params = sum(p.numel() for p in state.model.parameters() if p.requires_grad)
     return int(model_bytes + n_params * optimizer_bytes_per_param)
@@ -185,9 +175,7 @@ def scan_files(ckpt_dir: str | Path) -> list[dict[str, Any]]:
         if step is None or p.name.startswith("."):
             continue
         if p.suffix == ".pt" and p.is_file():
-            side = p.with_name(p.name + ".sha256")
-            digest = side.read_text().split()[0] if side.is_file() and side.read_text().strip() else None
-            out.append({"file": p.name, "step": step, "sha256": digest, "best": False})
+            out.append({"file": p.name, "step": step, "sha256": _sidecar(p), "best": False})
         elif p.suffix == ".dcp" and p.is_dir():
             out.append({"file": p.name, "step": step, "sha256": None, "best": False, "sharded": True})
     return out
@@ -363,7 +351,7 @@ class Checkpointer:
         else:
             path = self.dir / f"step_{step:08d}.pt"
             if self.is_main:
-                payload = {"model": _unwrap(state.model).state_dict(), "optimizer": state.optimizer.state_dict(),
+                payload = {"model": unwrap(state.model).state_dict(), "optimizer": state.optimizer.state_dict(),
                            **state.meta()}
                 if self.async_save and not blocking:
                     snapshot = _to_host(payload)
@@ -549,7 +537,7 @@ class Checkpointer:
                                   f"it with the sharding it was written with")
         payload = load_file(path)
         _check_config(payload["config"], state, path)
-        _unwrap(state.model).load_state_dict(payload["model"])
+        unwrap(state.model).load_state_dict(payload["model"])
         state.optimizer.load_state_dict(payload["optimizer"])
         state.load_meta(payload)
 
