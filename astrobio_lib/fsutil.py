@@ -12,8 +12,9 @@ import os
 import secrets
 import shutil
 import socket
+import sys
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Optional
+from typing import IO, Any, Iterator, Optional
 
 log = logging.getLogger("astrobio.fs")
 
@@ -131,7 +132,7 @@ class RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "started": dt.datetime.now().isoformat(timespec="seconds"),
-              "command": " ".join(os.sys.argv)[:300]}
+              "command": " ".join(sys.argv)[:300]}
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -194,7 +195,7 @@ class RunLock:
         self.release()
 
 
-def remove_stale_temps(directory: str | Path, keep_if: Callable[[Path], bool] = lambda p: False) -> int:
+def remove_stale_temps(directory: str | Path) -> int:
     """Deletes temporary files (``.<name>.<pid>.<hex>.tmp``) left in ``directory`` by dead writers;
     returns how many were removed."""
     removed = 0
@@ -204,10 +205,8 @@ def remove_stale_temps(directory: str | Path, keep_if: Callable[[Path], bool] = 
     for tmp in directory.glob(".*.tmp"):
         parts = tmp.name.split(".")
         pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
-        if keep_if(tmp) or (pid is not None and pid != os.getpid() and _pid_alive(pid)):
-            continue
-        if pid == os.getpid():
-            continue
+        if pid is not None and (pid == os.getpid() or _pid_alive(pid)):
+            continue  # a write in progress
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:

@@ -531,9 +531,6 @@ def _run_notebooks(specs, values, run_dir: Path, run_name: str, params_file: Pat
             raise PipelineError(f"notebook {spec.name} failed: {st.error}\n"
                                 f"  report: {out}\n  index:  {run_dir / 'index.html'}")
         log.info("%s: completed in %.1f s", spec.name, st.duration_s)
-        if stop.reason:
-            raise PipelineInterrupted(f"stopped by {stop.reason} after {spec.name}: run the same command again to "
-                                      f"continue")
     if stop.reason:
         raise PipelineInterrupted(f"stopped by {stop.reason}: run the same command again to continue")
     log.info("run %s finished: %s", run_name, run_dir / "index.html")

@@ -460,9 +460,12 @@ class Checkpointer:
             os.replace(tmp, path)
             fsync_dir(self.dir)
             record(self.dir, path.name, state.step, self.keep, best, sharded=True)
+        # every rank must take the same decision on the next preemption save (it is collective):
+        # they all keep the slowest rank's time
+        duration = torch.tensor([time.monotonic() - t0], dtype=torch.float64)
         if info.distributed:
-            dist.barrier()
-        self.last_save_s = time.monotonic() - t0
+            dist.all_reduce(duration, op=dist.ReduceOp.MAX)
+        self.last_save_s = float(duration)
         return path
 
     # ---- loading

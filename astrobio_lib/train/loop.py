@@ -448,10 +448,9 @@ def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
             log.error("stopping: %d consecutive non-finite steps (lower learning_rate, check the data report); "
                       "checkpoint %s", counters["nonfinite_in_a_row"], last_checkpoint)
             break
-        diverging = _divergence(counters, sums["loss"], finite, t.divergence_factor, t.divergence_patience)
-        if diverging is not None:
+        median = _divergence(counters, sums["loss"], finite, t.divergence_factor, t.divergence_patience)
+        if median is not None:
             divergence_warnings += 1
-            median = diverging
             log.warning("step %d: loss %.4g has been above %.0fx its running median (%.4g) for %d steps: the run is "
                         "diverging — lower learning_rate (safe to change on resume) or set grad_clip",
                         step, sums["loss"], t.divergence_factor, median, t.divergence_patience)
