@@ -367,7 +367,25 @@ def from_namespace(namespace: Mapping[str, Any], where: str = "notebook paramete
     (imports, helpers) is ignored.
     """
     keys = all_fields()
+    # plain `papermill -p/-f` only warns on unknown parameters and injects them anyway: a literal
+    # lower-case global that is no configuration key can only be such a typo (the pipeline refuses
+    # it earlier); imported CONSTANTS and private names are not parameters
+    unknown = [k for k, v in namespace.items()
+               if k not in keys and not k.startswith("_") and k not in _INTERACTIVE_NAMES and k != k.upper()
+               and _is_literal(v)]
+    if unknown:
+        hints = [f"{k!r}" + (f" (did you mean {near!r}?)" if (near := nearest_key(k, keys)) else "") for k in unknown]
+        raise ConfigError(f"unknown parameter(s) {', '.join(hints)} in {where}: no notebook declares them "
+                          f"(valid keys are listed by `papermill --help-notebook`)")
     return from_mapping({k: v for k, v in namespace.items() if k in keys}, where=where)
+
+
+_INTERACTIVE_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
+
+
+def _is_literal(value: Any) -> bool:
+    """True for the values papermill injects: numbers, strings, booleans, None, lists, dicts."""
+    return value is None or isinstance(value, (bool, int, float, str, list, tuple, dict))
 
 
 class YAML12FloatLoader(yaml.SafeLoader):

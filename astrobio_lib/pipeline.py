@@ -44,7 +44,7 @@ from typing import Any, Optional, Sequence
 from astrobio_lib import config as cfg_mod
 from astrobio_lib.config import ConfigError
 from astrobio_lib.fsutil import RunLock, RunLockedError, atomic_write
-from astrobio_lib.report import COMPLETION_MARKER
+from astrobio_lib.report import COMPLETION_MARKER, read_verdict
 from astrobio_lib.train.preemption import INTERRUPTED_EXIT, Preemption
 
 log = logging.getLogger("astrobio.pipeline")
@@ -269,6 +269,7 @@ def write_index(run_dir: Path, run_name: str, params_file: str,
     """Writes ``index.html``: one row per notebook with status, duration and report links."""
     colour = {"completed": "#1a7f37", "skipped": "#1a7f37", "failed": "#cf222e",
               "interrupted": "#cf222e", "running": "#9a6700", "pending": "#57606a"}
+    verdict_colour = {"PASS": "#1a7f37", "WARN": "#9a6700", "FAIL": "#cf222e"}
     rows = []
     for name in order:
         st = states.get(name, NotebookState(name))
@@ -279,10 +280,13 @@ def write_index(run_dir: Path, run_name: str, params_file: str,
         status = st.status if st.status != "skipped" else "completed (skipped: done earlier)"
         dur = f"{st.duration_s:.1f} s" if st.duration_s is not None else ""
         err = f"<pre>{html.escape(st.error)}</pre>" if st.error else ""
+        verdict = read_verdict(run_dir, name) if st.status not in ("pending", "running") else None
+        verdict_cell = (f"<b style='color:{verdict_colour[verdict['status']]}'>{verdict['status']}</b> "
+                        f"{html.escape(verdict['headline'])}" if verdict else "")
         rows.append(
             f"<tr><td>{html.escape(name)}</td>"
             f"<td style='color:{colour.get(st.status, '#000')};font-weight:bold'>{html.escape(status)}</td>"
-            f"<td>{dur}</td><td>{' · '.join(links)}</td><td>{err}</td></tr>")
+            f"<td>{verdict_cell}</td><td>{dur}</td><td>{' · '.join(links)}</td><td>{err}</td></tr>")
     now = dt.datetime.now().isoformat(timespec="seconds")
     banner = ""
     data_manifest = run_dir / "data" / "manifest.json"
@@ -302,7 +306,7 @@ text-align:left;vertical-align:top}} pre{{white-space:pre-wrap;max-width:60em;ma
 <body><h1>astrobio run <code>{html.escape(run_name)}</code></h1>
 <p>params: <code>{html.escape(params_file)}</code> · updated {now} · log: <a href="run.log">run.log</a></p>
 {banner}
-<table><tr><th>notebook</th><th>status</th><th>duration</th><th>report</th><th>error</th></tr>
+<table><tr><th>notebook</th><th>status</th><th>verdict</th><th>duration</th><th>report</th><th>error</th></tr>
 {''.join(rows)}
 </table></body></html>
 """
@@ -379,8 +383,11 @@ def run_pipeline(params_file: str | Path, run_name: Optional[str] = None, *,
                  outputs_dir: str | Path = "outputs",
                  notebooks_dir: str | Path = DEFAULT_NOTEBOOKS_DIR,
                  only: Optional[Sequence[str]] = None, start: Optional[str] = None,
-                 force: bool = False) -> dict[str, NotebookState]:
+                 force: bool = False, overrides: Optional[dict[str, Any]] = None) -> dict[str, NotebookState]:
     """Executes the notebooks of a run in order and returns each one's final state.
+
+    ``overrides`` (``-p key=value`` on the command line) replace single keys of the params file and
+    pass the same validation.
 
     Raises:
         ConfigError: the params file is malformed or names an unknown/invalid parameter
@@ -392,7 +399,11 @@ def run_pipeline(params_file: str | Path, run_name: Optional[str] = None, *,
     notebooks_dir = Path(notebooks_dir).resolve()
     specs = discover(notebooks_dir)
     values = cfg_mod.load_yaml(params_file)
-    check_params(values, specs, where=str(params_file))  # before anything is executed or written
+    where = str(params_file)
+    if overrides:
+        values.update(overrides)
+        where += " with -p " + " ".join(f"{k}={v!r}" for k, v in overrides.items())
+    check_params(values, specs, where=where)  # before anything is executed or written
 
     if run_name is not None and not run_name.strip():
         raise ConfigError("--run-name is empty: give a folder name, or leave the option out to use the params "
@@ -548,10 +559,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--from", dest="start", metavar="NB", help="start at this notebook")
     parser.add_argument("--force", action="store_true", help="re-run notebooks that completed")
     parser.add_argument("--outputs", default="outputs", help="parent folder of run folders")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one parameter of the params file (YAML value, e.g. -p max_steps=500)")
     parser.add_argument("--notebooks-dir", default=str(DEFAULT_NOTEBOOKS_DIR), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
-        run_pipeline(args.params, args.run_name, outputs_dir=args.outputs,
+        overrides = {}
+        for item in args.param:
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"-p {item!r}: write -p key=value (e.g. -p max_steps=500)")
+            try:
+                overrides[key.strip()] = cfg_mod.parse_yaml_value(raw)
+            except Exception as exc:  # yaml.YAMLError: a value that is no YAML scalar
+                raise ConfigError(f"-p {item!r}: the value is not valid YAML ({exc})") from exc
+        run_pipeline(args.params, args.run_name, outputs_dir=args.outputs, overrides=overrides,
                      notebooks_dir=args.notebooks_dir, only=args.only, start=args.start,
                      force=args.force)
     except PipelineInterrupted as exc:

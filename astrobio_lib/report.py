@@ -53,3 +53,43 @@ def data_banner(run_dir) -> str:
 def completion_marker(notebook: str) -> None:
     """Prints the line the pipeline runner looks for at the end of a report."""
     print(f"{COMPLETION_MARKER} {notebook}", flush=True)
+
+
+VERDICTS_DIR = "verdicts"
+VERDICT_STATUSES = ("PASS", "WARN", "FAIL")
+
+
+def record_verdict(run_dir, notebook: str, status: str, headline: str) -> dict:
+    """Prints a notebook's verdict and records it as ``<run>/verdicts/<notebook>.json`` (status
+    PASS / WARN / FAIL and one headline line), which ``index.html`` shows per notebook; returns it.
+
+    Raises:
+        ValueError: an unknown status.
+    """
+    import json
+    from pathlib import Path
+
+    from astrobio_lib.fsutil import atomic_write
+
+    status = status.upper()
+    if status not in VERDICT_STATUSES:
+        raise ValueError(f"verdict status {status!r}: one of {VERDICT_STATUSES}")
+    record = {"notebook": notebook, "status": status, "headline": headline}
+    folder = Path(run_dir) / VERDICTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / f"{notebook}.json", json.dumps(record, indent=1))
+    print(f"{notebook} verdict: {status} — {headline}", flush=True)
+    return record
+
+
+def read_verdict(run_dir, notebook: str):
+    """Returns the recorded verdict of a notebook, or None."""
+    import json
+    from pathlib import Path
+
+    path = Path(run_dir) / VERDICTS_DIR / f"{notebook}.json"
+    try:
+        record = json.loads(path.read_text())
+        return record if isinstance(record, dict) and record.get("status") in VERDICT_STATUSES else None
+    except (OSError, ValueError):
+        return None

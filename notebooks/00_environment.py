@@ -31,7 +31,7 @@ require_gpu: bool = False  # fail instead of warn when no CUDA GPU is found
 from pathlib import Path
 
 from astrobio_lib import config, environment
-from astrobio_lib.report import completion_marker
+from astrobio_lib.report import completion_marker, record_verdict
 
 cfg = config.from_namespace(globals())
 run_path = Path(cfg.run.run_dir)
@@ -58,9 +58,11 @@ pd.DataFrame(report.facts["gpus"]) if report.facts["gpus"] else print("No CUDA G
 # `fail` on any item stops the pipeline here; `warn` items are shown above with the reason.
 
 # %%
-print(f"environment verdict: {report.verdict.upper()}  "
-      f"(precision {report.recommended_precision}, attention {report.recommended_attention})")
 failed = [c.item for c in report.checks if c.status == "fail"]
+warned = [c.item for c in report.checks if c.status == "warn"]
+record_verdict(cfg.run.run_dir, "00_environment", {"ok": "PASS"}.get(report.verdict, report.verdict),
+               f"precision {report.recommended_precision}, attention {report.recommended_attention}"
+               + (f"; fail: {', '.join(failed)}" if failed else "") + (f"; warn: {', '.join(warned)}" if warned else ""))
 if failed:
     raise RuntimeError(f"environment check failed for: {', '.join(failed)} — see the table above")
 

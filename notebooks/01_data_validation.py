@@ -54,7 +54,7 @@ from astrobio_lib.data import sources
 from astrobio_lib.data.build import build_dataset
 from astrobio_lib.data.loader import PlanetDataset
 from astrobio_lib.data.validate import validate_dataset
-from astrobio_lib.report import completion_marker
+from astrobio_lib.report import completion_marker, record_verdict
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
 pd.set_option("display.max_colwidth", 120)
@@ -173,9 +173,14 @@ print(f"labels.csv rows: {len(labels)} of {len(planets)} catalog planets; hosts 
       f"({prevalence.loc['habitable', 'prevalence_%']}% of decidable planets); dataset: "
       f"{len(dataset)} planets, climate {manifest['coverage']['climate']}, spectra {manifest['coverage']['spectrum']}; "
       f"fatal findings: {len(report.fatal)}, warnings: {sum(f.severity == 'warn' for f in report.findings)}")
-if len(labels) != len(planets) or leaked or report.fatal:
+failed = len(labels) != len(planets) or leaked or report.fatal
+headline = (f"{provenance.source} catalog{' (SYNTHETIC: not real planets)' if provenance.synthetic else ''}, "
+            f"{len(dataset)} planets built, {int((labels['habitable'] == True).sum())} habitable in the catalog, "  # noqa: E712
+            f"{len(report.fatal)} fatal findings" + (f": {report.fatal[0].message}" if report.fatal else ""))
+record_verdict(cfg.run.run_dir, "01_data_validation",
+               "FAIL" if failed else "WARN" if provenance.synthetic else "PASS", headline)
+if failed:
     raise RuntimeError("data verdict: FAIL — see the validation report above")
-print("data verdict: PASS" + (" (SYNTHETIC catalog: not real planets)" if provenance.synthetic else ""))
 
 # %% tags=["completion-marker"]
 completion_marker("01_data_validation")

@@ -56,7 +56,7 @@ import pandas as pd
 
 from astrobio_lib import config, memory, plots
 from astrobio_lib.models.presets import count_parameters, get_preset
-from astrobio_lib.report import completion_marker, data_banner
+from astrobio_lib.report import completion_marker, data_banner, record_verdict
 
 cfg = config.from_namespace(globals())
 print(data_banner(cfg.run.run_dir))
@@ -222,6 +222,11 @@ print(f"memory verdict: plan '{plan.name}' on {hw.name} "
       + f"; {len(fitting)} of {len(plan_table)} plans fit"
       + (f", fastest: {verdict['best_plan']}" if len(fitting) else "")
       + f". Seeds' target: at most {bound:.3f} steps/s on 2x RTX A5000.")
+record_verdict(cfg.run.run_dir, "02_memory_budget", "FAIL" if reasons else "PASS",
+               f"plan '{plan.name}' on {hw.name}: "
+               + (f"{chosen.device_total / 1e9:.2f} GB per device, {chosen.host_total / 1e9:.1f} GB host — fits"
+                  if not reasons else "does NOT fit (" + "; ".join(reasons) + ")")
+               + f"; {len(fitting)} of {len(plan_table)} plans fit")
 if reasons and not cfg.hardware.force_plan:
     # stop the pipeline here: training would only fail later (or run out of memory in hour one)
     raise memory.MemoryBudgetError(f"plan '{plan.name}' does not fit {hw.name}: {'; '.join(reasons)}. Choose a plan "

@@ -80,7 +80,7 @@ import pandas as pd
 
 from astrobio_lib import config, memory, plots
 from astrobio_lib.models.presets import get_preset
-from astrobio_lib.report import completion_marker, data_banner
+from astrobio_lib.report import completion_marker, data_banner, record_verdict
 from astrobio_lib.tracking import MetricsLog
 from astrobio_lib.train.checkpoint import read_manifest
 from astrobio_lib.train.launch import TrainingInterrupted, run_torchrun, write_params
@@ -154,6 +154,11 @@ print(f"training verdict: {result['step']} steps ({result['stopped_because']}), 
       f"{'resumed from ' + Path(result['resumed_from']).name if result['resumed_from'] else 'not resumed'}; "
       f"mean loss of the first {k} steps {first:.3f} -> last {k} {last:.3f} ({'down' if went_down else 'NOT down'}); "
       f"checkpoints: {', '.join(result['checkpoints'])}; non-finite steps skipped: {result['skipped_steps']}")
+record_verdict(cfg.run.run_dir, "03_training",
+               "FAIL" if not result["checkpoints"] or result["stopped_because"] in ("non_finite", "diverged")
+               else "PASS" if went_down else "WARN",
+               f"{result['step']} steps ({result['stopped_because']}); loss {first:.3f} -> {last:.3f} "
+               f"({'down' if went_down else 'NOT down'}); {len(result['checkpoints'])} checkpoints")
 if not result["checkpoints"]:
     raise RuntimeError("no checkpoint was written")
 if result["stopped_because"] == "non_finite":

@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from astrobio_lib import config, evaluate, plots
-from astrobio_lib.report import completion_marker, data_banner
+from astrobio_lib.report import completion_marker, data_banner, record_verdict
 
 cfg = config.from_namespace(globals())
 print(data_banner(cfg.run.run_dir))
@@ -101,8 +101,9 @@ print("evaluation verdict (Brier vs the soft label, and AUPRC, each with 95% hos
       "'beats' needs non-overlapping intervals):")
 print("\n".join("  " + line for line in result["verdicts"]))
 beaten = [line for line in result["verdicts"] if "BEATS" in line]
-print("The model beats " + (f"{len(beaten)} of {len(result['verdicts'])} baselines on at least one metric."
-                            if beaten else "NO baseline on either metric with non-overlapping intervals."))
+record_verdict(cfg.run.run_dir, "04_evaluation", "PASS" if len(beaten) == len(result["verdicts"]) else "WARN",
+               "the model beats " + (f"{len(beaten)} of {len(result['verdicts'])} baselines on at least one metric"
+                                     if beaten else "NO baseline on either metric with non-overlapping intervals"))
 
 # %% tags=["completion-marker"]
 completion_marker("04_evaluation")

@@ -1,6 +1,7 @@
 """Cross-field rules of the plan: every combination a later module would refuse is refused by
 the configuration itself — and so by the pipeline before any notebook runs."""
 
+import json
 import subprocess
 import sys
 
@@ -69,3 +70,13 @@ def test_pipeline_refuses_an_inconsistent_plan_before_any_notebook_runs(tmp_path
                           "--outputs", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "--run-name is empty" in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_notebook_namespace_refuses_injected_typos_but_not_imports():
+    import typing
+
+    ns = {"max_steps": 5, "Optional": typing.Optional, "INTERRUPTED_EXIT": 75, "In": [], "Out": {}, "_i1": "x",
+          "json": json}
+    assert config.from_namespace(ns).train.max_steps == 5
+    with pytest.raises(config.ConfigError, match=r"'lerning_rate' \(did you mean 'learning_rate'\?\)"):
+        config.from_namespace({**ns, "lerning_rate": 0.1})

@@ -250,7 +250,15 @@ def test_synthetic_only_when_asked_and_every_report_and_the_index_say_so(tmp_pat
         assert "SYNTHETIC" in first, (name, first[:300])
     manifest = json.loads((run_dir / "data" / "manifest.json").read_text())
     assert manifest["synthetic"] is True and manifest["catalog"]["source"] == "synthetic"
-    assert "SYNTHETIC catalog" in (run_dir / "index.html").read_text()
+    index = (run_dir / "index.html").read_text()
+    assert "SYNTHETIC catalog" in index
+    from astrobio_lib.report import read_verdict
+
+    verdicts = {name: read_verdict(run_dir, name) for name in ("01_data_validation", "02_memory_budget",
+                                                              "03_training", "04_evaluation")}
+    assert verdicts["01_data_validation"]["status"] == "WARN" and "SYNTHETIC" in verdicts["01_data_validation"]["headline"]
+    for name, v in verdicts.items():  # every notebook's verdict is shown in its index row
+        assert v is not None and v["status"] in _index_status(run_dir, name), name
 
 
 def test_a_malformed_state_file_is_a_warning_not_a_traceback(tmp_path, caplog):
@@ -326,3 +334,32 @@ def test_a_plan_that_does_not_fit_stops_the_pipeline_at_notebook_02(tmp_path):
     run_dir = tmp_path / "out" / "seeds"
     assert json.loads((run_dir / "memory_budget.json").read_text())["verdict"]["fits"] is False
     assert "pending" in _index_status(run_dir, "03_training")
+    assert "FAIL" in _index_status(run_dir, "02_memory_budget") and "does NOT fit" in _index_status(run_dir, "02_memory_budget")
+
+
+def test_command_line_overrides_are_validated_like_the_params_file(tmp_path, capsys):
+    code = pipeline.main(["params/smoke.yaml", "-p", "max_step=3", "--outputs", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown parameter 'max_step'" in err and "did you mean 'max_steps'" in err
+    assert "with -p max_step=3" in err and not (tmp_path / "out").exists()
+    code = pipeline.main(["params/smoke.yaml", "-p", "learning_rate=2.0", "--outputs", str(tmp_path / "out")])
+    assert code == 2 and "learning_rate=2.0" in capsys.readouterr().err
+    code = pipeline.main(["params/smoke.yaml", "-p", "max_steps", "--outputs", str(tmp_path / "out")])
+    assert code == 2 and "write -p key=value" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_plain_papermill_refuses_an_undeclared_parameter(tmp_path):
+    """Notebooks are strict by themselves: plain `papermill -p` only warns, the notebook stops."""
+    import jupytext
+    import nbformat
+    import papermill as pm
+
+    src = tmp_path / "00_environment.ipynb"
+    nbformat.write(jupytext.read(REPO / "notebooks" / "00_environment.py"), src)
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(str(src), str(tmp_path / "out.ipynb"), cwd=str(REPO / "notebooks"),
+                            parameters={"run_dir": str(tmp_path / "run"), "min_free_disk_gb": 0.001,
+                                        "max_step": 5}, progress_bar=False)
+    assert err.value.ename == "ConfigError"
+    assert "unknown parameter(s) 'max_step' (did you mean 'max_steps'?)" in err.value.evalue
