@@ -10,13 +10,15 @@ PARAMS      ?= params/smoke.yaml
 RUN         ?= smoke
 PIPELINE_ARGS ?=
 NBMAKE_TIMEOUT ?= 1800
+LAB_IP      ?= 127.0.0.1
+LAB_PORT    ?= 8888
 
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.astrobio-installed
 NB_PY := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
 NB_IPYNB := $(NB_PY:.py=.ipynb)
 
-.PHONY: run test unit nbmake notebooks lab venv clean-venv
+.PHONY: run test unit nbmake notebooks lab screenshots venv clean-venv
 
 venv: $(STAMP)
 
@@ -47,8 +49,17 @@ nbmake: $(STAMP) notebooks
 
 test: unit nbmake
 
+# jupyter/overrides.json makes JupyterLab open the percent .py notebooks as notebooks (jupytext's viewer).
+# On a pod: make lab LAB_IP=0.0.0.0, then open the URL with the token that JupyterLab prints.
 lab: $(STAMP) notebooks
-	$(BIN)/jupyter lab --notebook-dir=.
+	@echo "== JupyterLab on http://$(LAB_IP):$(LAB_PORT)/lab — the token is in the URL printed below"
+	@echo "   (on a pod: LAB_IP=0.0.0.0 and expose port $(LAB_PORT), or ssh -L $(LAB_PORT):localhost:$(LAB_PORT) <pod>)"
+	$(BIN)/jupyter lab --notebook-dir=. --ip=$(LAB_IP) --port=$(LAB_PORT) --no-browser \
+	  --LabApp.app_settings_dir=$(CURDIR)/jupyter $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+# Screenshots of a run's index.html and reports with headless Chromium (apt-get install chromium).
+screenshots: $(STAMP)
+	$(BIN)/python scripts/screenshots.py outputs/$(RUN) docs/screenshots
 
 clean-venv:
 	rm -rf $(VENV)

@@ -57,8 +57,9 @@ def param(default: Any, help: str, *, min: Optional[float] = None, max: Optional
 
 @dataclass
 class RunConfig:
-    run_dir: str = param("../outputs/notebook_defaults",
-                         "run folder: every product of the run is written here", path=True)
+    run_dir: str = param("outputs/notebook_defaults",
+                         "run folder: every product of the run is written here (relative: inside the repo)",
+                         path=True)
     seed: int = param(0, "global random seed (data split, init, sampling)", min=0)
 
 
@@ -377,7 +378,24 @@ def from_namespace(namespace: Mapping[str, Any], where: str = "notebook paramete
         hints = [f"{k!r}" + (f" (did you mean {near!r}?)" if (near := nearest_key(k, keys)) else "") for k in unknown]
         raise ConfigError(f"unknown parameter(s) {', '.join(hints)} in {where}: no notebook declares them "
                           f"(valid keys are listed by `papermill --help-notebook`)")
-    return from_mapping({k: v for k, v in namespace.items() if k in keys}, where=where)
+    cfg = from_mapping({k: v for k, v in namespace.items() if k in keys}, where=where)
+    cfg.run.run_dir = str(resolve_run_dir(cfg.run.run_dir))
+    return cfg
+
+
+def resolve_run_dir(run_dir: str) -> Path:
+    """Returns a notebook's run folder as an absolute path: a relative one is taken from the
+    repository root (where ``outputs/`` lives), so the notebooks write to the same folder whether
+    papermill, nbmake or JupyterLab started them, from whatever working directory."""
+    path = Path(run_dir).expanduser()
+    return path if path.is_absolute() else (repo_root() / path).resolve()
+
+
+def repo_root() -> Path:
+    """The checkout the package runs from (an editable install: ``pyproject.toml`` and
+    ``notebooks/`` beside the package), else the current working directory."""
+    parent = Path(__file__).resolve().parent.parent
+    return parent if (parent / "pyproject.toml").is_file() and (parent / "notebooks").is_dir() else Path.cwd()
 
 
 _INTERACTIVE_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from astrobio_lib import report
 from astrobio_lib.data.loader import Collate, PlanetDataset
 
 MODALITIES = ("catalog", "climate", "graph", "spectrum", "text")
@@ -101,11 +102,12 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, soft: Optional[np.ndarr
 
 
 def bootstrap_by_host(frame: pd.DataFrame, metric: Callable[[pd.DataFrame], Any], n: int = 200,
-                      seed: int = 0, level: float = 0.95):
+                      seed: int = 0, level: float = 0.95, desc: Optional[str] = None):
     """Returns (point estimate, low, high): the metric on ``frame`` and the percentile interval
     over ``n`` bootstrap resamples of *host systems* (planets of one host move together).
     Resamples where the metric is undefined (NaN) are dropped. When ``metric`` returns a dict of
-    numbers, returns a dict of such triples (one resampling serves every metric)."""
+    numbers, returns a dict of such triples (one resampling serves every metric). ``desc``: show a
+    text progress bar with this label."""
     point = metric(frame)
     as_dict = isinstance(point, dict)
     points = point if as_dict else {"_": point}
@@ -113,7 +115,8 @@ def bootstrap_by_host(frame: pd.DataFrame, metric: Callable[[pd.DataFrame], Any]
     groups = {h: idx for h, idx in frame.groupby("hostname").indices.items()}
     rng = np.random.default_rng(seed)
     stats: dict[str, list[float]] = {k: [] for k in points}
-    for _ in range(n):
+    draws = range(n) if desc is None else report.progress(range(n), desc=desc)
+    for _ in draws:
         pick = rng.choice(hosts, size=len(hosts), replace=True)
         rows = np.concatenate([groups[h] for h in pick])
         value = metric(frame.iloc[rows])
@@ -275,8 +278,10 @@ def verdicts(results: dict[str, dict[str, tuple[float, float, float]]], model_na
     return lines
 
 
-def evaluate_run(run_dir: str | Path, bootstrap: int = 200, seed: int = 0) -> dict[str, Any]:
-    """Runs the whole evaluation of a run on its test split and writes ``evaluation.json``.
+def evaluate_run(run_dir: str | Path, bootstrap: int = 200, seed: int = 0,
+                 progress: bool = False) -> dict[str, Any]:
+    """Runs the whole evaluation of a run on its test split and writes ``evaluation.json``;
+    ``progress`` prints text progress bars for the bootstrap (the slow part).
 
     Raises:
         FileNotFoundError: no dataset or no checkpoint in the run folder.
@@ -298,7 +303,8 @@ def evaluate_run(run_dir: str | Path, bootstrap: int = 200, seed: int = 0) -> di
     for name, prob in scored.items():
         df = frame.assign(prob=prob)
         every = bootstrap_by_host(df, lambda d: classification_metrics(d["y"], d["prob"], d["p_habitable"]),
-                                  n=bootstrap, seed=seed)
+                                  n=bootstrap, seed=seed,
+                                  desc=f"bootstrap {name:<20}" if progress else None)
         results[name] = {k: every[k] for k in metric_names}
     ablations = {}
     for m in MODALITIES:

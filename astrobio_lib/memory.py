@@ -93,6 +93,16 @@ OPTIMIZERS = ("adamw", "adamw8bit", "paged_adamw8bit")
 SHARDINGS = ("none", "ddp", "fsdp2")
 OFFLOADS = ("none", "optimizer", "params_optimizer")
 ADAPTERS = ("none", "lora", "qlora")
+# Adapters the trainer can run today; the others are budgeted here so the plan table shows what
+# they would need, and are marked "not yet runnable".
+TRAINABLE_ADAPTERS = ("none",)
+
+
+def not_runnable(plan: "Plan") -> Optional[str]:
+    """Returns why the trainer cannot run ``plan`` yet, or None when it can."""
+    if plan.llm_adapter not in TRAINABLE_ADAPTERS:
+        return f"not yet runnable: the trainer does not train {plan.llm_adapter} adapters yet"
+    return None
 
 
 def optimizer_state_bytes_per_param(optimizer: str, numel: int = 1 << 20) -> float:
@@ -566,11 +576,18 @@ class PlanVerdict:
     def row(self, hardware: Hardware) -> dict[str, Any]:
         cap = hardware.device.memory_bytes if hardware.device else float("nan")
         return {"plan": self.estimate.plan.name, "fits": self.fits,
+                "runnable": self.runnable,
                 "per_device_GB": round(self.estimate.device_total / GB, 2),
-                "device_use_%": round(100 * self.estimate.device_total / cap, 1) if hardware.device else None,
+                "device_use_%": round(100 * self.estimate.device_total / cap, 1) if hardware.device else "n/a (CPU)",
                 "host_GB": round(self.estimate.host_total / GB, 1),
-                "step_s": round(self.time.step_s, 2) if self.time else None,
-                "why_not": "; ".join(self.reasons)}
+                "step_s": round(self.time.step_s, 2) if self.time else "n/a on CPU",
+                "why_not": "; ".join(self.reasons + ([not_runnable(self.estimate.plan)]
+                                                     if not self.runnable else []))}
+
+    @property
+    def runnable(self) -> bool:
+        """The trainer can run this plan today (see :func:`not_runnable`)."""
+        return not_runnable(self.estimate.plan) is None
 
 
 def check_fit(est: Estimate, hardware: Hardware) -> list[str]:
@@ -590,8 +607,9 @@ def check_fit(est: Estimate, hardware: Hardware) -> list[str]:
 
 def plans(cfg, hardware: Hardware, batch: BatchShape, mfu: float = 0.35,
           adapters: tuple[str, ...] = ADAPTERS) -> list[PlanVerdict]:
-    """Returns a verdict for every plan on ``hardware``: fitting plans first, fastest first,
-    then the rejected ones with the reason."""
+    """Returns a verdict for every plan on ``hardware``: fitting plans the trainer can run first,
+    fastest first (smallest first on CPU, where no step time is estimated), then fitting plans that
+    are not yet runnable, then the rejected ones with the reason."""
     world = hardware.n_devices
     if hardware.device is None:  # CPU: no GPU precisions, sharding or offload; ranked by memory
         precisions, shardings, offloads = ("fp32", "bf16-mixed"), ("none",), ("none",)
@@ -610,8 +628,51 @@ def plans(cfg, hardware: Hardware, batch: BatchShape, mfu: float = 0.35,
         reasons = check_fit(est, hardware)
         t = time_per_step(est, hardware, mfu) if hardware.device else None
         out.append(PlanVerdict(est, not reasons, reasons, t))
-    out.sort(key=lambda v: (not v.fits, v.time.step_s if v.time else 0, v.estimate.device_total))
+    out.sort(key=lambda v: (not v.fits, not v.runnable, v.time.step_s if v.time else 0, v.estimate.device_total))
     return out
+
+
+def recommend(verdicts: list[PlanVerdict], configured: Plan, hardware: Hardware) -> str:
+    """Returns one or two sentences on which plan to use: the best plan that fits *and* that the
+    trainer can run (fastest on a GPU, smallest per device on CPU, where no step time is
+    estimated), and — when it is not the configured plan — how the two differ and what each
+    costs, so the reader can judge whether to switch."""
+    on_gpu = hardware.device is not None
+    runnable = [v for v in verdicts if v.fits and v.runnable]
+    waiting = [v for v in verdicts if v.fits and not v.runnable]
+    later = (f" ({len(waiting)} more fit but are not yet runnable, e.g. {waiting[0].estimate.plan.name})"
+             if waiting else "")
+    if not runnable:
+        return f"no plan the trainer can run fits {hardware.name}{later}."
+
+    def cost(v: PlanVerdict) -> str:
+        mem = f"{v.estimate.device_total / GB:.2f} GB per device, host {v.estimate.host_total / GB:.1f} GB"
+        return f"{v.time.step_s:.2f} s/step, {mem}" if on_gpu and v.time else mem
+
+    fastest = runnable[0]
+    mine = next((v for v in verdicts if v.estimate.plan.name == configured.name), None)
+    if (on_gpu and mine is not None and mine.fits and mine.runnable and mine.time and fastest.time
+            and mine.time.step_s <= 1.05 * fastest.time.step_s):
+        same = mine is fastest
+        return (f"keep the configured plan '{configured.name}' ({cost(mine)}): "
+                + ("it is the fastest runnable plan that fits" if same else
+                   f"it is within 5% of the fastest runnable plan '{fastest.estimate.plan.name}' ({cost(fastest)}), "
+                   f"less than the step-time estimate's own uncertainty") + f"{later}.")
+    best, criterion = fastest, "smallest (no step time is estimated on CPU)"
+    if on_gpu and fastest.time:  # within 5% of the fastest, prefer the simplest plan: no offload, no sharding
+        near = [v for v in runnable if v.time and v.time.step_s <= 1.05 * fastest.time.step_s]
+        best = min(near, key=lambda v: (v.estimate.plan.cpu_offload != "none", v.estimate.plan.sharding == "fsdp2",
+                                        v.estimate.plan.activation_checkpointing, v.time.step_s))
+        criterion = "fastest (the simplest within 5% of the fastest)"
+    if best.estimate.plan.name == configured.name:
+        return f"the configured plan '{configured.name}' is the {criterion} runnable plan that fits ({cost(best)}){later}."
+    diffs = [f"{f}: {getattr(configured, f)} → {getattr(best.estimate.plan, f)}"
+             for f in ("precision", "optimizer", "activation_checkpointing", "sharding", "cpu_offload", "llm_adapter")
+             if getattr(configured, f) != getattr(best.estimate.plan, f)]
+    mine_text = (f"the configured '{configured.name}' " + ("fits" if mine.fits else "does not fit")
+                 + f" ({cost(mine)})") if mine else f"the configured '{configured.name}' is not in the table"
+    return (f"{criterion} runnable plan: '{best.estimate.plan.name}' ({cost(best)}), differing in "
+            f"{', '.join(diffs) or 'nothing budgeted'}; {mine_text}{later}.")
 
 
 # --------------------------------------------------------------------------- measurement

@@ -44,7 +44,14 @@ from typing import Any, Optional, Sequence
 from astrobio_lib import config as cfg_mod
 from astrobio_lib.config import ConfigError
 from astrobio_lib.fsutil import RunLock, RunLockedError, atomic_write
-from astrobio_lib.report import COMPLETION_MARKER, read_verdict
+from astrobio_lib.report import (
+    COMPLETION_MARKER,
+    LOG_DATEFMT,
+    LOG_FORMAT,
+    LOGGED_LINE,
+    export_html,
+    read_verdict,
+)
 from astrobio_lib.train.preemption import INTERRUPTED_EXIT, Preemption
 
 log = logging.getLogger("astrobio.pipeline")
@@ -274,9 +281,10 @@ def write_index(run_dir: Path, run_name: str, params_file: str,
     for name in order:
         st = states.get(name, NotebookState(name))
         links = []
-        for ext in ("html", "ipynb"):
+        for ext, label in (("html", "report"), ("code.html", "with code"), ("ipynb", "ipynb")):
             if (run_dir / f"{name}.{ext}").exists():
-                links.append(f'<a href="{name}.{ext}">{ext}</a>')
+                label = "live report (updates every 20 s)" if st.status == "running" and ext == "html" else label
+                links.append(f'<a href="{name}.{ext}">{label}</a>')
         status = st.status if st.status != "skipped" else "completed (skipped: done earlier)"
         dur = f"{st.duration_s:.1f} s" if st.duration_s is not None else ""
         err = f"<pre>{html.escape(st.error)}</pre>" if st.error else ""
@@ -299,13 +307,16 @@ def write_index(run_dir: Path, run_name: str, params_file: str,
             banner = ("<p style='background:#ffebe9;border:2px solid #cf222e;padding:.6em;font-weight:bold'>"
                       "SYNTHETIC catalog: this run trained on a generated planet population, not on real planets."
                       "</p>")
+    running = any(states.get(n, NotebookState(n)).status == "running" for n in order)
+    refresh = ('<meta http-equiv="refresh" content="15">' if running else "")
+    live = ("<p><b>running</b> — this page refreshes itself every 15 s</p>" if running else "")
     page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>astrobio run {html.escape(run_name)}</title>
+<html><head><meta charset="utf-8">{refresh}<title>astrobio run {html.escape(run_name)}</title>
 <style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:.3em .8em;border-bottom:1px solid #ddd;
 text-align:left;vertical-align:top}} pre{{white-space:pre-wrap;max-width:60em;margin:0}}</style></head>
 <body><h1>astrobio run <code>{html.escape(run_name)}</code></h1>
 <p>params: <code>{html.escape(params_file)}</code> · updated {now} · log: <a href="run.log">run.log</a></p>
-{banner}
+{banner}{live}
 <table><tr><th>notebook</th><th>status</th><th>verdict</th><th>duration</th><th>report</th><th>error</th></tr>
 {''.join(rows)}
 </table></body></html>
@@ -313,16 +324,45 @@ text-align:left;vertical-align:top}} pre{{white-space:pre-wrap;max-width:60em;ma
     atomic_write(run_dir / "index.html", page)
 
 
-def _export_html(ipynb: Path) -> None:
-    """Writes a static HTML copy of an executed report beside it (viewable without Jupyter)."""
+def _export_html(ipynb: Path, run_dir: Path, name: str, run_name: str) -> None:
+    """Writes the static HTML copies of a report beside it (viewable without Jupyter)."""
     try:
-        import nbformat
-        from nbconvert import HTMLExporter
-
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(ipynb, as_version=4))
-        ipynb.with_suffix(".html").write_text(body)
+        export_html(ipynb, run_dir, name, run_name)
     except Exception as exc:  # the .ipynb report is the product; a missing HTML copy is not fatal
         log.warning("could not export %s to HTML: %s", ipynb.name, exc)
+
+
+class _LiveReport:
+    """While a notebook runs, re-exports its partial report to HTML every ``every_s`` seconds
+    (papermill saves the ``.ipynb`` after each cell), so ``index.html`` links a live report."""
+
+    def __init__(self, ipynb: Path, run_dir: Path, name: str, run_name: str, on_export=None,
+                 every_s: float = 20.0):
+        import threading
+
+        self.args = (ipynb, run_dir, name, run_name)
+        self.on_export = on_export
+        self.every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"live-report-{name}", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            if self.args[0].exists():
+                try:
+                    export_html(*self.args)
+                    if self.on_export is not None:
+                        self.on_export()
+                except Exception:  # a half-written .ipynb: the next tick tries again
+                    pass
+
+    def __enter__(self) -> "_LiveReport":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _failed_cell(ipynb: Path) -> str:
@@ -364,19 +404,73 @@ def select(specs: Sequence[NotebookSpec], only: Optional[Sequence[str]],
     return [specs[i] for i in chosen]
 
 
-def _setup_logging(run_dir: Path) -> logging.Handler:
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+class _KernelStream:
+    """Takes a kernel's stdout or stderr (papermill's ``stdout_file`` / ``stderr_file``) and logs
+    it one line per event under the notebook's name: stdout at INFO, stderr at WARNING, each frame
+    of a carriage-return progress bar as its own line (at most one per the bar's interval). Lines
+    that already are log records (the kernel and the trainer write those to ``run.log``
+    themselves) reach the terminal unchanged and ``run.log`` not a second time."""
+
+    def __init__(self, notebook: str, level: int):
+        self.log = logging.getLogger(notebook)
+        self.level = level
+        self._buf = ""
+        self._last = None
+
+    def write(self, text: str) -> int:
+        self._buf += text
+        parts = re.split(r"[\r\n]", self._buf)
+        self._buf = parts.pop()
+        for part in parts:
+            self._emit(part)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._emit(self._buf)
+        self._buf = ""
+
+    def _emit(self, line: str) -> None:
+        line = line.rstrip()
+        if not line.strip() or line == self._last:
+            return
+        self._last = line
+        self.log.log(self.level, line, extra={"astrobio_logged": bool(re.match(LOGGED_LINE, line))})
+
+
+class _RunLogFormatter(logging.Formatter):
+    """``time LEVEL name: message``; a kernel line that is already a log record passes unchanged."""
+
+    def __init__(self) -> None:
+        super().__init__(LOG_FORMAT, LOG_DATEFMT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage() if getattr(record, "astrobio_logged", False) else super().format(record)
+
+
+def _not_logged_yet(record: logging.LogRecord) -> bool:
+    return not getattr(record, "astrobio_logged", False)
+
+
+def _setup_logging(run_dir: Path) -> list[logging.Handler]:
+    fmt = _RunLogFormatter()
     file_handler = logging.FileHandler(run_dir / "run.log")
     file_handler.setFormatter(fmt)
+    file_handler.addFilter(_not_logged_yet)
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     root.addHandler(file_handler)
+    logging.getLogger("papermill").setLevel(logging.WARNING)  # its input/output/cwd lines: not events
+    added = [file_handler]
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
                for h in root.handlers):
         console = logging.StreamHandler(sys.stdout)
         console.setFormatter(fmt)
         root.addHandler(console)
-    return file_handler
+        added.append(console)
+    return added
 
 
 def run_pipeline(params_file: str | Path, run_name: Optional[str] = None, *,
@@ -418,18 +512,18 @@ def run_pipeline(params_file: str | Path, run_name: Optional[str] = None, *,
         lock.acquire()
     except RunLockedError as exc:
         raise ConfigError(str(exc)) from exc
-    handler = None
+    handlers: list[logging.Handler] = []
     try:
         values = resolve_paths(values, Path.cwd())
         values["run_dir"] = str(run_dir)
         (run_dir / "params.yaml").write_text(
             f"# resolved from {params_file}\n" + __import__("yaml").safe_dump(values, sort_keys=True))
-        handler = _setup_logging(run_dir)
+        handlers = _setup_logging(run_dir)
         with _StopOnSignal() as stop:
             return _run_notebooks(specs, values, run_dir, run_name, params_file, notebooks_dir, only, start,
                                   force, stop)
     finally:
-        if handler is not None:
+        for handler in handlers:
             logging.getLogger().removeHandler(handler)
             handler.close()
         lock.release()
@@ -497,13 +591,17 @@ def _run_notebooks(specs, values, run_dir: Path, run_name: str, params_file: Pat
         write_index(run_dir, run_name, str(params_file), states, order)
         log.info("%s: executing with %s", spec.name, nb_params)
         t0 = time.monotonic()
+        streams = (_KernelStream(spec.name, logging.INFO), _KernelStream(spec.name, logging.WARNING))
         try:
-            pm.execute_notebook(
-                read_notebook(spec.path), str(out), parameters=nb_params,
-                log_output=True, progress_bar=False, cwd=str(notebooks_dir),
-                request_save_on_cell_execute=True, start_timeout=120,
-                kernel_name=None,
-            )
+            with _LiveReport(out, run_dir, spec.name, run_name,
+                             on_export=lambda: write_index(run_dir, run_name, str(params_file), states, order)):
+                pm.execute_notebook(
+                    read_notebook(spec.path), str(out), parameters=nb_params,
+                    log_output=False, stdout_file=streams[0], stderr_file=streams[1],
+                    progress_bar=False, cwd=str(notebooks_dir),
+                    request_save_on_cell_execute=True, start_timeout=120,
+                    kernel_name=None,
+                )
             if not report_has_marker(out, spec.name):
                 raise PipelineError(
                     f"{spec.name} ended without its completion marker (a cell called "
@@ -526,6 +624,8 @@ def _run_notebooks(specs, values, run_dir: Path, run_name: str, params_file: Pat
             st.status = "failed"
             st.error = f"{type(exc).__name__}: {exc}"
         finally:
+            for stream in streams:
+                stream.close()
             if stop.reason and st.status != "completed":
                 st.status = "interrupted"
                 st.error = (f"stopped by {stop.reason} ({st.error or 'during execution'}); run the same command "
@@ -533,7 +633,7 @@ def _run_notebooks(specs, values, run_dir: Path, run_name: str, params_file: Pat
             st.duration_s = round(time.monotonic() - t0, 2)
             _save_state(run_dir, states)
             if out.exists():
-                _export_html(out)
+                _export_html(out, run_dir, spec.name, run_name)
             write_index(run_dir, run_name, str(params_file), states, order)
         if st.status == "interrupted":
             raise PipelineInterrupted(f"notebook {spec.name} interrupted: {st.error}\n"

@@ -21,7 +21,7 @@ def hz_plane(ax, catalog: pd.DataFrame, labels: pd.DataFrame):
               "early_mars": ("optimistic outer (early Mars)", "--")}
     for name, (label, ls) in styles.items():
         ax.plot(hab.s_eff(name, teff), teff, ls, color="tab:green", lw=1.2, label=label)
-    rocky = labels["rocky"].fillna(False).to_numpy(bool)
+    rocky = labels["rocky"].astype("boolean").fillna(False).to_numpy(bool)  # unknown radius: not rocky
     ax.scatter(catalog["pl_insol"][~rocky], catalog["st_teff"][~rocky], s=3, c="0.7",
                label="other planets")
     ax.scatter(catalog["pl_insol"][rocky], catalog["st_teff"][rocky], s=8, c="tab:blue",
@@ -78,7 +78,7 @@ def memory_breakdown(ax, table, limit_gb=None, title: str = ""):
     ax.set_xlabel("memory per device (GB)")
     ax.set_ylabel("")
     ax.set_title(title or "memory per device by category")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     ax.invert_yaxis()
     return ax
 
@@ -108,16 +108,33 @@ def training_curves(axes, records: list[dict]):
     axes[2].plot([r["step"] for r in rates], [r["samples_per_s"] for r in rates], "o-")
     axes[2].set_xlabel("optimizer step")
     axes[2].set_ylabel("samples / s")
+    axes[2].set_ylim(bottom=0)
     axes[2].set_title("throughput")
     keys = sorted({k for r in mem for k in r if k.endswith("_gb") and ("rss" in k or "peak" in k)})
+    style = "o-" if len(mem) > 4 else "o"  # a few samples: points, not a line that implies a trend
     for k in keys:
-        axes[3].plot([r["step"] for r in mem], [r.get(k, np.nan) for r in mem], "o-", label=k)
+        axes[3].plot([r["step"] for r in mem], [r.get(k, np.nan) for r in mem], style, label=memory_label(k))
     axes[3].set_xlabel("optimizer step")
     axes[3].set_ylabel("GB")
-    axes[3].set_title("memory")
+    axes[3].set_ylim(bottom=0)
+    axes[3].set_title(f"memory ({len(mem)} samples)")
     if keys:
-        axes[3].legend(fontsize=7)
+        axes[3].legend(fontsize=8)
+    for ax in axes:
+        ax.title.set_fontsize(12)
+        ax.xaxis.label.set_fontsize(10)
+        ax.yaxis.label.set_fontsize(10)
     return axes
+
+
+def memory_label(key: str) -> str:
+    """A readable legend entry for a memory key of ``metrics.jsonl``."""
+    if key == "cpu_rss_peak_gb":
+        return "host process peak RSS"
+    for suffix, text in (("_allocated_gb", "allocated"), ("_reserved_gb", "reserved"), ("_peak_gb", "peak allocated")):
+        if key.startswith("gpu") and key.endswith(suffix):
+            return f"GPU {key[3:-len(suffix)]} {text}"
+    return key
 
 
 def precision_recall(ax, y, scored: dict, prevalence: float):
@@ -125,11 +142,15 @@ def precision_recall(ax, y, scored: dict, prevalence: float):
     no-skill line)."""
     from sklearn.metrics import precision_recall_curve
 
-    for name, p in scored.items():
+    styles = ["-", "--", "-.", ":", (0, (5, 1, 1, 1))]
+    for i, (name, p) in enumerate(scored.items()):
         if len(np.unique(y)) < 2:
             break
         prec, rec, _ = precision_recall_curve(y, p)
-        ax.step(rec, prec, where="post", label=name, lw=2 if name == "model" else 1)
+        # distinct dashes, thick model line drawn last: coinciding curves stay visible
+        ax.step(rec, prec, where="post", label=name, lw=2.5 if name == "model" else 1.5,
+                ls="-" if name == "model" else styles[1 + i % (len(styles) - 1)],
+                zorder=3 if name == "model" else 2, alpha=0.9)
     ax.axhline(prevalence, color="0.5", ls=":", label=f"prevalence {prevalence:.3f}")
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")

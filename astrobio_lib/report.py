@@ -93,3 +93,125 @@ def read_verdict(run_dir, notebook: str):
         return record if isinstance(record, dict) and record.get("status") in VERDICT_STATUSES else None
     except (OSError, ValueError):
         return None
+
+
+# --------------------------------------------------------------------------- notebook logging
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"
+# A line that already carries this prefix was written to run.log by whoever produced it; the
+# pipeline does not copy such lines from a kernel's output into run.log a second time.
+LOGGED_LINE = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) "
+
+
+def start_notebook(run_dir, notebook: str) -> None:
+    """Routes a notebook kernel's logging to ``<run>/run.log`` (INFO and up, libraries included,
+    Python warnings too) and shows WARNING and up in the report as plain text lines rather than
+    stderr boxes; idempotent (re-running the cell in JupyterLab adds no second handler)."""
+    import logging
+    import os
+    import sys
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = os.path.abspath(run_dir / "run.log")
+    root = logging.getLogger()
+    fmt = logging.Formatter(LOG_FORMAT, LOG_DATEFMT)
+    for handler in list(root.handlers):  # a kernel's default stderr handler, or ours for another run
+        if getattr(handler, "_astrobio", False) or (isinstance(handler, logging.StreamHandler)
+                                                    and getattr(handler, "stream", None) is sys.stderr):
+            root.removeHandler(handler)
+    file_handler = logging.FileHandler(path)
+    file_handler.setFormatter(fmt)
+    file_handler.setLevel(logging.INFO)
+    shown = logging.StreamHandler(sys.stdout)
+    shown.setFormatter(fmt)
+    shown.setLevel(logging.WARNING)
+    for handler in (file_handler, shown):
+        handler._astrobio = True
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)  # warnings.warn → the 'py.warnings' logger → run.log and a plain line
+    logging.getLogger("astrobio.notebook").info("%s started (run folder %s)", notebook, run_dir)
+
+
+def progress(iterable, total: int | None = None, desc: str = "", every_s: float = 5.0):
+    """Wraps ``iterable`` in a text progress bar on stdout (tqdm), which an executed report and
+    ``run.log`` show as text — not the widget tqdm.auto wants and not a stderr box."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, file=sys.stdout, mininterval=every_s, ascii=True,
+                ncols=90, leave=True)
+
+
+# --------------------------------------------------------------------------- HTML reports
+
+
+def export_html(ipynb, run_dir, notebook: str, run_name: str) -> list:
+    """Writes the HTML copies of an executed report and returns their paths.
+
+    ``NN_name.html`` hides the code: it opens with a summary box (the notebook's recorded verdict,
+    the data provenance, a link back to the run's ``index.html``, the "with code" copy and the
+    ``.ipynb``), then a table of contents of its sections. ``NN_name.code.html`` is the same
+    with the code. Both are titled ``NN_name · run <run>``. The parameter cells of the ``.ipynb``
+    are marked collapsed (``jupyter.source_hidden``), so JupyterLab opens the report with them folded.
+    """
+    import html
+    import logging
+    import re
+    from pathlib import Path
+
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from astrobio_lib.fsutil import atomic_write
+
+    ipynb, run_dir = Path(ipynb), Path(run_dir)
+    nb = nbformat.read(ipynb, as_version=4)
+    changed = False
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell.cell_type == "code" and ({"parameters", "injected-parameters"} & set(tags)):
+            if not cell.metadata.get("jupyter", {}).get("source_hidden"):
+                cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
+                changed = True
+    if changed:
+        atomic_write(ipynb, nbformat.writes(nb))
+
+    title = f"{notebook} · run {run_name}"
+    verdict = read_verdict(run_dir, notebook)
+    colour = {"PASS": "#1a7f37", "WARN": "#9a6700", "FAIL": "#cf222e"}
+    if verdict:
+        verdict_html = (f"<span style='color:#fff;background:{colour[verdict['status']]};padding:.1em .5em;"
+                        f"border-radius:.3em;font-weight:bold'>{verdict['status']}</span> "
+                        f"{html.escape(verdict['headline'])}")
+    else:
+        verdict_html = "<b>no verdict recorded</b> (the notebook did not reach its verdict cell)"
+    written = []
+    for suffix, exclude in (("", True), (".code", False)):
+        exporter = HTMLExporter(template_name="lab", exclude_input=exclude, exclude_input_prompt=exclude,
+                                exclude_output_prompt=exclude)
+        exporter.log.setLevel(logging.ERROR)  # not "Alternative text is missing on N image(s)" per export
+        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+        headings = re.findall(r'<h([12])\s+id="([^"]+)"[^>]*>(.*?)(?:<a class="anchor-link"|</h\1>)', body)
+        toc = " · ".join(f"<a href='#{anchor}'>{re.sub('<[^>]+>', '', text).strip()}</a>"
+                         for level, anchor, text in headings[1:] if level in ("1", "2"))
+        other = (f"<a href='{notebook}.html'>without code</a>" if not exclude
+                 else f"<a href='{notebook}.code.html'>with code</a>")
+        box = (f"<div id='astrobio-summary' style='font-family:sans-serif;border:2px solid #d0d7de;"
+               f"border-radius:.4em;padding:.8em 1.2em;margin:1em auto;max-width:70em;background:#f6f8fa'>"
+               f"<div style='font-size:90%'><a href='index.html'>&larr; back to the run</a> · {other} · "
+               f"<a href='{notebook}.ipynb'>.ipynb</a></div>"
+               f"<h2 style='margin:.4em 0'>{html.escape(title)}</h2>"
+               f"<div style='font-size:110%'>verdict: {verdict_html}</div>"
+               f"<div style='color:#57606a;margin-top:.3em'>{html.escape(data_banner(run_dir))}</div>"
+               + (f"<div style='margin-top:.5em;font-size:90%'>contents: {toc}</div>" if toc else "")
+               + "</div>")
+        body = re.sub(r"(<body[^>]*>)", lambda m, box=box: m.group(1) + box, body, count=1)
+        path = ipynb.with_name(f"{notebook}{suffix}.html")
+        atomic_write(path, body)
+        written.append(path)
+    return written

@@ -22,7 +22,7 @@
 # backend to use on this hardware. The same report: `python -m astrobio_lib.environment`.
 
 # %% tags=["parameters"]
-run_dir: str = "../outputs/notebook_defaults"  # run folder: every product of the run is written here
+run_dir: str = "outputs/notebook_defaults"  # run folder: every product of the run is written here (relative: inside the repo)
 seed: int = 0  # global random seed (data split, init, sampling)
 min_free_disk_gb: float = 1.0  # fail when the run folder's disk has less free space (GB)
 require_gpu: bool = False  # fail instead of warn when no CUDA GPU is found
@@ -31,9 +31,10 @@ require_gpu: bool = False  # fail instead of warn when no CUDA GPU is found
 from pathlib import Path
 
 from astrobio_lib import config, environment
-from astrobio_lib.report import completion_marker, record_verdict
+from astrobio_lib.report import completion_marker, record_verdict, start_notebook
 
 cfg = config.from_namespace(globals())
+start_notebook(cfg.run.run_dir, "00_environment")  # library logs → run.log; warnings shown as text
 run_path = Path(cfg.run.run_dir)
 run_path.mkdir(parents=True, exist_ok=True)
 

@@ -28,7 +28,7 @@
 from typing import Optional  # the parameters cell's annotations need it
 
 # %% tags=["parameters"]
-run_dir: str = "../outputs/notebook_defaults"  # run folder: every product of the run is written here
+run_dir: str = "outputs/notebook_defaults"  # run folder: every product of the run is written here (relative: inside the repo)
 seed: int = 0  # global random seed (data split, init, sampling)
 catalog_source: str = "auto"  # auto (catalog_path, then archive, then the shipped snapshot) | file | archive | snapshot | synthetic
 catalog_path: Optional[str] = None  # local PSCompPars CSV; None: env ASTROBIO_CATALOG
@@ -42,7 +42,6 @@ text_max_len: int = 256  # tokens per planet description (byte-level)
 shard_size: int = 128  # planets per dataset shard file
 
 # %%
-import logging
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -54,11 +53,11 @@ from astrobio_lib.data import sources
 from astrobio_lib.data.build import build_dataset
 from astrobio_lib.data.loader import PlanetDataset
 from astrobio_lib.data.validate import validate_dataset
-from astrobio_lib.report import completion_marker, record_verdict
+from astrobio_lib.report import completion_marker, record_verdict, start_notebook
 
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
 pd.set_option("display.max_colwidth", 120)
 cfg = config.from_namespace(globals())
+start_notebook(cfg.run.run_dir, "01_data_validation")  # library logs → run.log; warnings shown as text
 data_dir = Path(cfg.run.run_dir) / "data"
 planets, provenance = cat.load_catalog(cfg.data.catalog_source, cfg.data.catalog_path, cache_dir=data_dir)
 print(provenance.banner())

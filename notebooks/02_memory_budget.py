@@ -27,7 +27,7 @@
 from typing import Optional  # the parameters cell's annotations need it
 
 # %% tags=["parameters"]
-run_dir: str = "../outputs/notebook_defaults"  # run folder: every product of the run is written here
+run_dir: str = "outputs/notebook_defaults"  # run folder: every product of the run is written here (relative: inside the repo)
 seed: int = 0  # global random seed (data split, init, sampling)
 model_preset: str = "tiny"  # model size preset: tiny | small | seeds_full
 text_max_len: int = 256  # tokens per planet description (byte-level)
@@ -56,9 +56,11 @@ import pandas as pd
 
 from astrobio_lib import config, memory, plots
 from astrobio_lib.models.presets import count_parameters, get_preset
-from astrobio_lib.report import completion_marker, data_banner, record_verdict
+from astrobio_lib.report import completion_marker, data_banner, record_verdict, start_notebook
 
 cfg = config.from_namespace(globals())
+start_notebook(cfg.run.run_dir, "02_memory_budget")  # library logs → run.log; warnings shown as text
+pd.set_option("display.max_colwidth", None)  # the "why" columns are sentences: never cut them
 print(data_banner(cfg.run.run_dir))
 run_path = Path(cfg.run.run_dir)
 run_path.mkdir(parents=True, exist_ok=True)
@@ -106,13 +108,15 @@ table
 
 # %% [markdown]
 # ## Every plan on this hardware
-# Fitting plans first, fastest first (each device <= 90% of its memory, host <= 85% of RAM);
-# the rejected ones with the reason.
+# Fitting plans the trainer can run first, fastest first on a GPU (smallest first on CPU, where no
+# step time is estimated; each device <= 90% of its memory, host <= 85% of RAM); then plans that fit
+# but are not yet runnable (LoRA/QLoRA adapters); then the rejected ones with the reason.
 
 # %%
 verdicts = memory.plans(model_cfg, hw, batch, cfg.hardware.mfu)
 plan_table = pd.DataFrame([v.row(hw) for v in verdicts])
-print(f"{int(plan_table['fits'].sum())} of {len(plan_table)} plans fit {hw.name}")
+print(f"{int(plan_table['fits'].sum())} of {len(plan_table)} plans fit {hw.name}; "
+      f"{int((plan_table['fits'] & plan_table['runnable']).sum())} of those the trainer can run today")
 plan_table
 
 # %%
@@ -185,6 +189,7 @@ if (data_dir / "manifest.json").is_file():
     for preset, ckpt, mb in (("tiny", False, 2), ("tiny", True, 4), ("small", True, 2)):
         if not full:
             break
+        print(f"measuring one real training step: preset {preset}, checkpointing {ckpt}, micro-batch {mb} …", flush=True)
         mcfg = get_preset(preset, activation_checkpointing=ckpt)
         torch.manual_seed(0)
         b = Collate(ds.graphs)((full * mb)[:mb])
@@ -205,12 +210,13 @@ measured
 # ## Verdict
 
 # %%
-fitting = plan_table[plan_table["fits"]]
+fitting = plan_table[plan_table["fits"] & plan_table["runnable"]]
+recommendation = memory.recommend(verdicts, plan, hw)
 verdict = {
     "params_plan": plan.name, "hardware": hw.name, "fits": not reasons, "reasons": reasons,
     "per_device_GB": chosen.device_total / 1e9, "host_GB": chosen.host_total / 1e9,
     "step_s": timing.step_s if timing else None, "fitting_plans": int(len(fitting)),
-    "best_plan": fitting.iloc[0]["plan"] if len(fitting) else None,
+    "best_plan": fitting.iloc[0]["plan"] if len(fitting) else None, "recommendation": recommendation,
     "seeds_upper_bound_steps_per_s": bound,
 }
 (run_path / "memory_budget.json").write_text(json.dumps({
@@ -219,14 +225,14 @@ verdict = {
     "measured_vs_estimated": measured.to_dict("records")}, indent=2, default=str))
 print(f"memory verdict: plan '{plan.name}' on {hw.name} "
       + (f"FITS ({chosen.device_total / 1e9:.2f} GB per device)" if not reasons else f"DOES NOT FIT ({'; '.join(reasons)})")
-      + f"; {len(fitting)} of {len(plan_table)} plans fit"
-      + (f", fastest: {verdict['best_plan']}" if len(fitting) else "")
-      + f". Seeds' target: at most {bound:.3f} steps/s on 2x RTX A5000.")
+      + f"; {len(fitting)} of {len(plan_table)} plans fit and are runnable. Seeds' target: at most {bound:.3f} "
+      f"steps/s on 2x RTX A5000.")
+print("recommendation:", recommendation)
 record_verdict(cfg.run.run_dir, "02_memory_budget", "FAIL" if reasons else "PASS",
                f"plan '{plan.name}' on {hw.name}: "
                + (f"{chosen.device_total / 1e9:.2f} GB per device, {chosen.host_total / 1e9:.1f} GB host — fits"
                   if not reasons else "does NOT fit (" + "; ".join(reasons) + ")")
-               + f"; {len(fitting)} of {len(plan_table)} plans fit")
+               + f"; {len(fitting)} of {len(plan_table)} runnable plans fit")
 if reasons and not cfg.hardware.force_plan:
     # stop the pipeline here: training would only fail later (or run out of memory in hour one)
     raise memory.MemoryBudgetError(f"plan '{plan.name}' does not fit {hw.name}: {'; '.join(reasons)}. Choose a plan "

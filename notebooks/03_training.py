@@ -28,7 +28,7 @@
 from typing import Optional  # the parameters cell's annotations need it
 
 # %% tags=["parameters"]
-run_dir: str = "../outputs/notebook_defaults"  # run folder: every product of the run is written here
+run_dir: str = "outputs/notebook_defaults"  # run folder: every product of the run is written here (relative: inside the repo)
 seed: int = 0  # global random seed (data split, init, sampling)
 model_preset: str = "tiny"  # model size preset: tiny | small | seeds_full
 gpu_name: str = "cpu"  # target device for budgets and estimates (cpu, RTX A5000, ...)
@@ -80,7 +80,7 @@ import pandas as pd
 
 from astrobio_lib import config, memory, plots
 from astrobio_lib.models.presets import get_preset
-from astrobio_lib.report import completion_marker, data_banner, record_verdict
+from astrobio_lib.report import completion_marker, data_banner, record_verdict, start_notebook
 from astrobio_lib.tracking import MetricsLog
 from astrobio_lib.train.checkpoint import read_manifest
 from astrobio_lib.train.launch import TrainingInterrupted, run_torchrun, write_params
@@ -88,6 +88,7 @@ from astrobio_lib.train.loop import hardware_for, open_dataset, plan_for, train
 from astrobio_lib.train.preemption import INTERRUPTED_EXIT
 
 cfg = config.from_namespace(globals())
+start_notebook(cfg.run.run_dir, "03_training")  # library logs → run.log; warnings shown as text
 run_path = Path(cfg.run.run_dir)
 run_path.mkdir(parents=True, exist_ok=True)
 print(data_banner(cfg.run.run_dir))
@@ -130,15 +131,16 @@ else:
 if result["stopped_because"] == "interrupted":
     raise TrainingInterrupted(f"training interrupted ({result['interrupted_by']}) at step {result['step']}; "
                               f"checkpoint {result['last_checkpoint']}: run the same command again to continue")
-pd.Series(result)
+pd.set_option("display.max_colwidth", None)  # full checkpoint paths
+pd.DataFrame({"value": {k: ", ".join(map(str, v)) if isinstance(v, list) else v for k, v in result.items()}})
 
 # %% [markdown]
 # ## Curves (from `metrics.jsonl`)
 
 # %%
 records = MetricsLog(run_path / "metrics.jsonl").read()
-fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
-plots.training_curves(axes, records)
+fig, axes = plt.subplots(2, 2, figsize=(13, 8))
+plots.training_curves(axes.ravel(), records)
 plt.tight_layout()
 plt.show()
 

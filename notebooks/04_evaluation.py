@@ -28,7 +28,7 @@
 # score against the Monte-Carlo soft label P(habitable) is the headline for that.
 
 # %% tags=["parameters"]
-run_dir: str = "../outputs/notebook_defaults"  # run folder: every product of the run is written here
+run_dir: str = "outputs/notebook_defaults"  # run folder: every product of the run is written here (relative: inside the repo)
 seed: int = 0  # global random seed (data split, init, sampling)
 bootstrap_samples: int = 200  # bootstrap resamples (by host) for confidence intervals
 
@@ -37,11 +37,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from astrobio_lib import config, evaluate, plots
-from astrobio_lib.report import completion_marker, data_banner, record_verdict
+from astrobio_lib.report import completion_marker, data_banner, record_verdict, start_notebook
 
 cfg = config.from_namespace(globals())
+start_notebook(cfg.run.run_dir, "04_evaluation")  # library logs → run.log; warnings shown as text
 print(data_banner(cfg.run.run_dir))
-result = evaluate.evaluate_run(cfg.run.run_dir, bootstrap=cfg.eval.bootstrap_samples, seed=cfg.run.seed)
+result = evaluate.evaluate_run(cfg.run.run_dir, bootstrap=cfg.eval.bootstrap_samples, seed=cfg.run.seed,
+                               progress=True)
 print(f"checkpoint {result['checkpoint']} ({result['model_preset']}); test split: {result['n_test_planets']} "
       f"decidable planets from {result['n_test_hosts']} host systems, {result['model']['positives']} habitable "
       f"(prevalence {result['model']['prevalence']:.3f})")

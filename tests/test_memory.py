@@ -126,3 +126,37 @@ def test_cuda_measurement_reports_allocator_peaks():
     batch = {k: (v.cuda() if hasattr(v, "cuda") else v) for k, v in synthetic_batch(cfg).items()}
     meas = memory.measure(model, batch, memory.Plan(precision="bf16-mixed"))
     assert meas.device["max_memory_allocated"] > meas.device["parameters"]
+
+
+def test_recommendations_name_only_plans_the_trainer_can_run():
+    """Issue 15: the verdict recommended a QLoRA plan the trainer refuses, and showed None step times."""
+    batch = memory.BatchShape(4, 256, 4)
+    cpu = memory.hardware_from("cpu", 1, None, 24.0)
+    verdicts = memory.plans(get_preset("tiny"), cpu, batch)
+    rows = [v.row(cpu) for v in verdicts]
+    assert all(r["step_s"] == "n/a on CPU" for r in rows)
+    first_waiting = next(i for i, v in enumerate(verdicts) if not v.runnable)
+    assert all(v.runnable for v in verdicts[:first_waiting] if v.fits)  # runnable fitting plans come first
+    assert all("not yet runnable" in r["why_not"] for r, v in zip(rows, verdicts, strict=True) if not v.runnable)
+    text = memory.recommend(verdicts, memory.Plan(precision="fp32", optimizer="adamw"), cpu)
+    assert "lora" not in text.split("(")[0] and "smallest" in text and "precision: fp32 → " in text
+
+    pod = memory.hardware_from("RTX A5000", 2, 24.0, 64.0)
+    configured = memory.Plan(precision="bf16-mixed", optimizer="adamw8bit", sharding="ddp", world_size=2)
+    verdicts = memory.plans(get_preset("small"), pod, memory.BatchShape(16, 256, 2))
+    best = next(v for v in verdicts if v.fits and v.runnable)
+    text = memory.recommend(verdicts, configured, pod)
+    assert f"'{best.estimate.plan.name}'" in text and "s/step" in text
+    mine = next(v for v in verdicts if v.estimate.plan.name == configured.name)
+    if mine.time.step_s <= 1.05 * best.time.step_s:  # a tie within the estimate's accuracy: keep it
+        assert text.startswith(f"keep the configured plan '{configured.name}'")
+    else:  # a different plan is explained, with both costs
+        assert "differing in" in text and f"the configured '{configured.name}' fits" in text
+    slow = memory.Plan(precision="bf16-mixed", optimizer="adamw", activation_checkpointing=True, sharding="fsdp2",
+                       world_size=2, cpu_offload="params_optimizer")
+    slow_v = next(v for v in verdicts if v.estimate.plan.name == slow.name)
+    if slow_v.time.step_s > 1.05 * best.time.step_s:
+        assert "differing in" in memory.recommend(verdicts, slow, pod)
+    none_fit = memory.plans(get_preset("seeds_full"), memory.hardware_from("RTX A5000", 1, 24.0, 32.0),
+                            memory.SEEDS_BATCH)
+    assert memory.recommend(none_fit, configured, pod).startswith("no plan the trainer can run fits")

@@ -1,0 +1,171 @@
+"""Reports a person reads at a glance: a real smoke run's HTML reports, index, run.log and
+JupyterLab settings (issue 15)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ("00_environment", "01_data_validation", "02_memory_budget", "03_training", "04_evaluation")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    """The whole pipeline on params/smoke.yaml (the shipped real snapshot), shortened by -p."""
+    out = tmp_path_factory.mktemp("reports")
+    res = subprocess.run([sys.executable, "-m", "astrobio_lib.pipeline", "params/smoke.yaml", "--outputs", str(out),
+                          "--run-name", "glance", "-p", "max_steps=20", "-p", "bootstrap_samples=30",
+                          "-p", "label_mc_samples=32"],
+                         cwd=REPO, capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (out / "glance" / "terminal.txt").write_text(res.stdout + res.stderr)
+    return out / "glance"
+
+
+@pytest.mark.slow
+def test_every_report_has_a_title_a_verdict_summary_and_no_stderr(smoke_run):
+    import nbformat
+
+    from astrobio_lib.report import read_verdict
+
+    index = (smoke_run / "index.html").read_text()
+    for name in NOTEBOOKS:
+        nb = nbformat.read(smoke_run / f"{name}.ipynb", as_version=4)
+        stderr = [o.get("text", "")[:200] for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
+        assert not stderr, (name, stderr)
+        hidden = [c.metadata.get("jupyter", {}).get("source_hidden") for c in nb.cells
+                  if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]
+        assert hidden and all(hidden), name  # parameter cells open folded in JupyterLab
+        verdict = read_verdict(smoke_run, name)
+        assert verdict is not None, name
+        for page, with_code in ((f"{name}.html", False), (f"{name}.code.html", True)):
+            body = (smoke_run / page).read_text()
+            assert f"<title>{name} · run glance</title>" in body, page
+            summary = body[body.index("id='astrobio-summary'"):][:3000]
+            assert f">{verdict['status']}</span>" in summary and "href='index.html'" in summary, page
+            assert ('jp-InputArea-editor" data-type="inline"' in body) == with_code, page  # code hidden by default
+            assert "jp-RenderedText" in body and 'data-mime-type="application/vnd.jupyter.stderr"' not in body
+        assert "<b style='color:" in index and f"{verdict['status']}</b> " in index
+        assert f'href="{name}.html">report</a>' in index
+    # the shipped real snapshot, not synthetic planets, and the banner says so
+    first = nbformat.read(smoke_run / "01_data_validation.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in first.cells for o in c.get("outputs", []))
+    assert "catalog: snapshot (real data)" in text and "SYNTHETIC" not in text
+    assert "contents:" in (smoke_run / "02_memory_budget.html").read_text()
+
+
+@pytest.mark.slow
+def test_run_log_has_one_line_per_event(smoke_run):
+    log = (smoke_run / "run.log").read_text().splitlines()
+    assert not [line for line in log if "Executing Cell" in line or "Ending Cell" in line]
+    assert not [line for line in log if "WARNING papermill" in line or "Alternative text" in line]
+    stamped = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (INFO|WARNING|ERROR) \S")
+    assert all(stamped.match(line) for line in log), [line for line in log if not stamped.match(line)][:5]
+    # the trainer's progress line is in run.log once (it writes it itself; the kernel's echo is not copied)
+    assert sum("step 10/20 |" in line for line in log) == 1
+    # library INFO lines keep their level and logger name instead of "WARNING papermill: INFO ..."
+    assert any(re.search(r" INFO astrobio_lib\.data\.build: building", line) for line in log)
+    # the notebooks' own output is labelled with the notebook's name
+    assert any(" INFO 04_evaluation: 04_evaluation verdict:" in line for line in log)
+    # the slow part of 04 shows progress, as text
+    assert any("04_evaluation: bootstrap model" in line and "100%" in line for line in log)
+    terminal = (smoke_run / "terminal.txt").read_text()
+    assert "Executing Cell" not in terminal and "IProgress" not in terminal
+
+
+def test_kernel_stream_splits_lines_and_progress_frames(caplog):
+    from astrobio_lib.pipeline import _KernelStream
+
+    stream = _KernelStream("07_demo", logging.INFO)
+    with caplog.at_level(logging.INFO, logger="07_demo"):
+        stream.write("first line\nsecond ")
+        stream.write("line\n\rbar  10%\rbar  10%\rbar 100%\n")
+        stream.write("2026-01-01 00:00:00 INFO [rank 0] step 1/2 | loss 1.0\ntail without newline")
+        stream.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["first line", "second line", "bar  10%", "bar 100%",
+                        "2026-01-01 00:00:00 INFO [rank 0] step 1/2 | loss 1.0", "tail without newline"]
+    logged = [getattr(r, "astrobio_logged", False) for r in caplog.records]
+    assert logged == [False, False, False, False, True, False]
+
+
+def test_index_refreshes_itself_while_a_notebook_runs(tmp_path):
+    from astrobio_lib.pipeline import NotebookState, write_index
+
+    states = {"00_a": NotebookState("00_a", status="completed"), "01_b": NotebookState("01_b", status="running")}
+    (tmp_path / "01_b.html").write_text("partial")
+    write_index(tmp_path, "r", "p.yaml", states, ["00_a", "01_b"])
+    page = (tmp_path / "index.html").read_text()
+    assert 'http-equiv="refresh"' in page and "live report" in page
+    states["01_b"].status = "completed"
+    write_index(tmp_path, "r", "p.yaml", states, ["00_a", "01_b"])
+    assert 'http-equiv="refresh"' not in (tmp_path / "index.html").read_text()
+
+
+def test_notebook_run_dir_resolves_inside_the_repo_from_any_directory(tmp_path, monkeypatch):
+    from astrobio_lib import config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = config.from_namespace({"run_dir": "outputs/notebook_defaults"})
+    assert Path(cfg.run.run_dir) == REPO / "outputs" / "notebook_defaults"
+    assert Path(config.from_namespace({"run_dir": str(tmp_path / "x")}).run.run_dir) == tmp_path / "x"
+    for nb in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py")):
+        assert 'run_dir: str = "outputs/notebook_defaults"' in nb.read_text(), nb.name
+
+
+@pytest.mark.slow
+def test_make_lab_opens_percent_py_files_as_notebooks(tmp_path):
+    """The shipped JupyterLab override makes jupytext's notebook the default viewer of .py files."""
+    import socket
+
+    makefile = (REPO / "Makefile").read_text()
+    assert "--LabApp.app_settings_dir=$(CURDIR)/jupyter" in makefile and "--ip=$(LAB_IP)" in makefile
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "user"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"), "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
+           "HOME": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+                             "--allow-root", "--IdentityProvider.token=t", f"--notebook-dir={REPO}",
+                             f"--LabApp.app_settings_dir={REPO / 'jupyter'}"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/lab/api/settings/@jupyterlab/docmanager-extension:plugin"
+        request = urllib.request.Request(url, headers={"Authorization": "token t"})
+        deadline, reply = time.monotonic() + 90, None
+        while time.monotonic() < deadline and reply is None:
+            try:
+                with urllib.request.urlopen(request, timeout=5) as resp:
+                    reply = json.loads(resp.read())
+            except OSError:
+                time.sleep(1)
+        assert reply is not None, "JupyterLab did not answer within 90 s"
+        assert reply["schema"]["properties"]["defaultViewers"]["default"]["python"] == "Jupytext Notebook"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_screenshots_of_the_index_and_the_reports(smoke_run, tmp_path):
+    import shutil
+
+    if not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")):
+        pytest.skip("no Chromium on this machine (apt-get install chromium): `make screenshots` needs one")
+    res = subprocess.run([sys.executable, "scripts/screenshots.py", str(smoke_run), str(tmp_path)], cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    for name in ("index",) + NOTEBOOKS:
+        png = tmp_path / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000, name
+
