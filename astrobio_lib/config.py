@@ -88,14 +88,17 @@ class DataConfig:
                                 "core | extended", choices=("core", "extended"))
     metabolic_model: str = param("textbook", "cobra model for the metabolic graphs: textbook | "
                                  "iJO1366 | salmonella", choices=("textbook", "iJO1366", "salmonella"))
-    text_max_len: int = param(256, "tokens per planet description (byte-level)", min=16, max=4096)
+    text_max_len: int = param(256, "tokens per planet description (bytes, or the llm_checkpoint tokenizer's tokens)", min=16, max=4096)
     shard_size: int = param(128, "planets per dataset shard file", min=1)
 
 
 @dataclass
 class ModelConfig:
-    model_preset: str = param("tiny", "model size preset: tiny | small | seeds_full",
-                              choices=("tiny", "small", "seeds_full"))
+    model_preset: str = param("tiny", "model size preset: tiny | small | medium | seeds_full",
+                              choices=("tiny", "small", "medium", "seeds_full"))
+    llm_checkpoint: Optional[str] = param(None, "pretrained Llama-family checkpoint directory (Hugging Face "
+                                          "layout): its LLM and tokenizer replace the preset's; None: from scratch",
+                                          path=True)
 
 
 @dataclass
@@ -126,6 +129,11 @@ class TrainConfig:
                              choices=("none", "optimizer", "params_optimizer"))
     llm_adapter: str = param("none", "train the LLM fully (none) or through lora / qlora adapters",
                              choices=("none", "lora", "qlora"))
+    lora_rank: int = param(16, "LoRA rank r of the adapters", min=1, max=1024)
+    lora_alpha: float = param(32.0, "LoRA scaling alpha (the update is scaled by alpha / r)", min=0.0)
+    lora_dropout: float = param(0.05, "dropout on the adapters' input", min=0.0, max=0.9)
+    lora_targets: str = param("q_proj,k_proj,v_proj,o_proj,gate,up,down",
+                              "comma-separated LLM linear layers that get adapters")
     max_epochs: int = param(1000, "stop after this many passes over the training split", min=1)
     max_hours: float = param(672.0, "wall-clock limit in hours, resumed time included", min=0.0)
     schedule: str = param("cosine", "learning-rate schedule after warmup: cosine | onecycle | constant",
@@ -133,6 +141,8 @@ class TrainConfig:
     warmup_steps: int = param(10, "linear warmup steps (cosine and constant schedules)", min=0)
     weight_decay: float = param(0.01, "AdamW weight decay (not applied to norms and biases)", min=0.0)
     grad_clip: float = param(1.0, "clip the global gradient norm to this value (0: off)", min=0.0)
+    compile: str = param("auto", "torch.compile the repeated blocks (LLM, ViT, fusion layers): auto (on for CUDA) | on | off",
+                         choices=("auto", "on", "off"))
     val_every_steps: int = param(25, "validate every N optimizer steps", min=1)
     early_stopping_patience: int = param(20, "stop after N validations without improvement", min=1)
     checkpoint_every_steps: int = param(25, "checkpoint every N optimizer steps", min=1)
@@ -190,9 +200,19 @@ class Config:
         if t.cpu_offload == "optimizer":
             problems.append("cpu_offload: optimizer is budgeted by the memory estimator but the trainer does not "
                             "implement it: use none, or params_optimizer with sharding: fsdp2")
+        if t.llm_adapter != "none" and not self.model.llm_checkpoint:
+            problems.append(f"llm_adapter: {t.llm_adapter} adapts a pretrained LLM: set llm_checkpoint to its directory "
+                            f"(or use llm_adapter: none to train the preset's LLM from scratch)")
+        if t.llm_adapter != "none" and t.sharding == "fsdp2":
+            problems.append(f"llm_adapter: {t.llm_adapter} with sharding: fsdp2 is not supported (FSDP2 cannot shard "
+                            f"a bitsandbytes 4-bit base, and the adapters are small): use sharding: ddp")
         if t.llm_adapter != "none":
-            problems.append(f"llm_adapter: {t.llm_adapter} is budgeted by the memory estimator but the trainer does "
-                            f"not train LoRA/QLoRA adapters yet: use llm_adapter: none")
+            from astrobio_lib.models.adapters import AdapterError, parse_targets
+
+            try:
+                parse_targets(t.lora_targets)
+            except AdapterError as exc:
+                problems.append(str(exc))
         if t.precision == "fp16-mixed" and on_cpu:
             problems.append("precision: fp16-mixed needs a CUDA GPU (GradScaler) but gpu_name: cpu: use fp32 or "
                             "bf16-mixed")
@@ -209,7 +229,8 @@ class Config:
                             + (f" — did you mean {near!r}?" if near else "") + f" (cpu, {', '.join(known)})")
         if not on_cpu and h.gpu_memory_gb <= 0:
             problems.append(f"gpu_name: {h.gpu_name} with gpu_memory_gb: {h.gpu_memory_gb}: set the memory per GPU")
-        max_seq = _preset_max_seq_len(self.model.model_preset)
+        # with llm_checkpoint the context is the checkpoint's (checked when it is loaded)
+        max_seq = None if self.model.llm_checkpoint else _preset_max_seq_len(self.model.model_preset)
         if max_seq is not None and d.text_max_len > max_seq:
             problems.append(f"text_max_len: {d.text_max_len} > the context of model_preset: "
                             f"{self.model.model_preset} ({max_seq} tokens): lower text_max_len or choose a "

@@ -140,13 +140,20 @@ def load_model(run_dir: str | Path, which: str = "best"):
         FileNotFoundError: the run has no checkpoint (run 03_training first).
         astrobio_lib.train.checkpoint.CheckpointError: checkpoints exist but none verifies.
     """
-    from astrobio_lib.models.fusion import build_model
-    from astrobio_lib.models.presets import get_preset
+    from astrobio_lib.models import adapters, pretrained
     from astrobio_lib.train import checkpoint as ckpt
 
     state, config_flat, path = ckpt.load_model_weights(Path(run_dir) / "checkpoints", which)
-    model = build_model(get_preset(config_flat["model_preset"]), seed=config_flat["seed"])
-    model.load_state_dict(state)
+    base = config_flat.get("llm_checkpoint")
+    if base:  # LoRA / QLoRA or a fine-tuned pretrained LLM: the base must be the one it was trained on
+        found = pretrained.fingerprint_sha256(base)
+        if found != config_flat.get("llm_base_sha256"):
+            raise ckpt.ConfigMismatch(f"{path} was trained on the LLM checkpoint {base} with sha256 "
+                                      f"{str(config_flat.get('llm_base_sha256'))[:12]}…, but that directory now "
+                                      f"holds {found[:12]}…: restore the original base checkpoint")
+    # evaluation computes in fp32 whatever the training precision (a 4-bit base dequantises to fp32)
+    model = adapters.build({**config_flat, "precision": "fp32"})
+    adapters.load_trainable_state(model, state)
     return model.eval(), config_flat, path
 
 

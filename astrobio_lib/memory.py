@@ -93,15 +93,29 @@ OPTIMIZERS = ("adamw", "adamw8bit", "paged_adamw8bit")
 SHARDINGS = ("none", "ddp", "fsdp2")
 OFFLOADS = ("none", "optimizer", "params_optimizer")
 ADAPTERS = ("none", "lora", "qlora")
-# Adapters the trainer can run today; the others are budgeted here so the plan table shows what
-# they would need, and are marked "not yet runnable".
-TRAINABLE_ADAPTERS = ("none",)
+_DEVICE_TOKENS = {"A5000": "RTX A5000", "4090": "RTX 4090", "A100": "A100 80GB SXM", "H100": "H100 SXM"}
 
 
-def not_runnable(plan: "Plan") -> Optional[str]:
-    """Returns why the trainer cannot run ``plan`` yet, or None when it can."""
-    if plan.llm_adapter not in TRAINABLE_ADAPTERS:
-        return f"not yet runnable: the trainer does not train {plan.llm_adapter} adapters yet"
+def device_for_name(name: str) -> Optional["Device"]:
+    """Returns the :data:`DEVICES` entry of a CUDA device name as torch reports it (e.g. "NVIDIA
+    H100 80GB HBM3" → H100 SXM), or None for a GPU whose peak astrobio does not know."""
+    upper = name.upper()
+    return next((DEVICES[key] for token, key in _DEVICE_TOKENS.items() if token in upper), None)
+
+
+def mfu(samples_per_s: float, flops_per_sample: float, peak_flops: Optional[float]) -> Optional[float]:
+    """Model FLOPs utilisation: achieved model FLOP/s over the devices' dense bf16 peak (None when
+    the peak is unknown, e.g. on a CPU)."""
+    return samples_per_s * flops_per_sample / peak_flops if peak_flops else None
+
+
+def not_runnable(plan: "Plan", has_llm_checkpoint: bool = False) -> Optional[str]:
+    """Returns why the trainer cannot run ``plan`` with this configuration, or None when it can:
+    LoRA / QLoRA adapt a pretrained LLM (``llm_checkpoint``) and are not combined with FSDP2."""
+    if plan.llm_adapter != "none" and not has_llm_checkpoint:
+        return f"not runnable here: {plan.llm_adapter} needs llm_checkpoint (a pretrained LLM to adapt)"
+    if plan.llm_adapter != "none" and plan.sharding == "fsdp2":
+        return f"not runnable: {plan.llm_adapter} with FSDP2 is not supported (use ddp)"
     return None
 
 
@@ -168,6 +182,7 @@ class Plan:
     cpu_offload: str = "none"
     llm_adapter: str = "none"
     lora_rank: int = 16
+    lora_dropout: float = 0.05
     attention: str = "sdpa"
 
     def __post_init__(self) -> None:
@@ -312,8 +327,17 @@ def _llm_activation_elements(cfg, b: int, s: int, plan: Plan) -> tuple[float, fl
     f32 = 2 * (2 * h + 1) + a  # two RMSNorms (input, normalised output, rstd), log-sum-exp
     if plan.attention == "eager":
         low += 2 * a * s  # attention probabilities and softmax output per token
-    lora = 2 * plan.lora_rank * len(_LLM_PROJECTIONS) if plan.llm_adapter != "none" else 0
-    low += lora
+    if plan.llm_adapter != "none":
+        # peft LoRA on a frozen base: the base linears save no inputs (no weight gradients), but each
+        # adapter's lora_A saves its own (dropout) input: q, k, v, gate, up each a copy of a norm
+        # output instead of the two norm outputs, o and down their inputs; with dropout > 0 also a
+        # one-byte mask per element (counted as a quarter fp32 element); plus the rank-r outputs
+        low += 2 * plan.lora_rank * len(_LLM_PROJECTIONS)
+        if plan.lora_dropout > 0:
+            low += 4 * h + inter
+            f32 += (6 * h + inter) / 4
+        else:
+            low += inter
     return low * b * s, f32 * b * s, L, (s - 1) * c.vocab_size * b
 
 
@@ -455,9 +479,13 @@ def estimate(cfg, plan: Plan, batch: BatchShape, hardware: Optional[Hardware] = 
     weights = grads = opt = 0.0
     frozen_llm = plan.llm_adapter != "none"
     w_bytes = _WEIGHT_BYTES[plan.precision]
-    for comp, _, n in inv:
+    for comp, pname, n in inv:
         if comp == "llm" and frozen_llm:
-            weights += n * (2.0 if plan.llm_adapter == "lora" else 0.5 + 4 / 64)
+            # the frozen base in the compute dtype; QLoRA packs the blocks' linear weights into NF4
+            # (0.5 B/param) with double-quantised block scales (1 B per 64 + fp32 per 256 blocks)
+            base = 2.0 if plan.precision in ("bf16", "bf16-mixed") else 4.0
+            quantised = plan.llm_adapter == "qlora" and ".blocks." in pname and "norm" not in pname
+            weights += n * (0.5 + 1 / 64 + 4 / (64 * 256) if quantised else base)
             continue
         weights += n * w_bytes
         grads += n * w_bytes
@@ -572,6 +600,7 @@ class PlanVerdict:
     fits: bool
     reasons: list[str]
     time: Optional[TimeEstimate]
+    why_not_runnable: Optional[str] = None
 
     def row(self, hardware: Hardware) -> dict[str, Any]:
         cap = hardware.device.memory_bytes if hardware.device else float("nan")
@@ -581,13 +610,12 @@ class PlanVerdict:
                 "device_use_%": round(100 * self.estimate.device_total / cap, 1) if hardware.device else "n/a (CPU)",
                 "host_GB": round(self.estimate.host_total / GB, 1),
                 "step_s": round(self.time.step_s, 2) if self.time else "n/a on CPU",
-                "why_not": "; ".join(self.reasons + ([not_runnable(self.estimate.plan)]
-                                                     if not self.runnable else []))}
+                "why_not": "; ".join(self.reasons + ([self.why_not_runnable] if self.why_not_runnable else []))}
 
     @property
     def runnable(self) -> bool:
-        """The trainer can run this plan today (see :func:`not_runnable`)."""
-        return not_runnable(self.estimate.plan) is None
+        """The trainer can run this plan with this configuration (see :func:`not_runnable`)."""
+        return self.why_not_runnable is None
 
 
 def check_fit(est: Estimate, hardware: Hardware) -> list[str]:
@@ -606,10 +634,11 @@ def check_fit(est: Estimate, hardware: Hardware) -> list[str]:
 
 
 def plans(cfg, hardware: Hardware, batch: BatchShape, mfu: float = 0.35,
-          adapters: tuple[str, ...] = ADAPTERS) -> list[PlanVerdict]:
+          adapters: tuple[str, ...] = ADAPTERS, has_llm_checkpoint: bool = False) -> list[PlanVerdict]:
     """Returns a verdict for every plan on ``hardware``: fitting plans the trainer can run first,
     fastest first (smallest first on CPU, where no step time is estimated), then fitting plans that
-    are not yet runnable, then the rejected ones with the reason."""
+    are not runnable with this configuration (adapters without ``llm_checkpoint``), then the rejected
+    ones with the reason."""
     world = hardware.n_devices
     if hardware.device is None:  # CPU: no GPU precisions, sharding or offload; ranked by memory
         precisions, shardings, offloads = ("fp32", "bf16-mixed"), ("none",), ("none",)
@@ -627,7 +656,7 @@ def plans(cfg, hardware: Hardware, batch: BatchShape, mfu: float = 0.35,
         est = estimate(cfg, plan, batch, hardware)
         reasons = check_fit(est, hardware)
         t = time_per_step(est, hardware, mfu) if hardware.device else None
-        out.append(PlanVerdict(est, not reasons, reasons, t))
+        out.append(PlanVerdict(est, not reasons, reasons, t, not_runnable(plan, has_llm_checkpoint)))
     out.sort(key=lambda v: (not v.fits, not v.runnable, v.time.step_s if v.time else 0, v.estimate.device_total))
     return out
 
@@ -640,8 +669,8 @@ def recommend(verdicts: list[PlanVerdict], configured: Plan, hardware: Hardware)
     on_gpu = hardware.device is not None
     runnable = [v for v in verdicts if v.fits and v.runnable]
     waiting = [v for v in verdicts if v.fits and not v.runnable]
-    later = (f" ({len(waiting)} more fit but are not yet runnable, e.g. {waiting[0].estimate.plan.name})"
-             if waiting else "")
+    later = (f" ({len(waiting)} more fit but are not runnable with this configuration, e.g. "
+             f"{waiting[0].estimate.plan.name}: {waiting[0].why_not_runnable})" if waiting else "")
     if not runnable:
         return f"no plan the trainer can run fits {hardware.name}{later}."
 

@@ -109,7 +109,13 @@ def training_curves(axes, records: list[dict]):
     axes[2].set_xlabel("optimizer step")
     axes[2].set_ylabel("samples / s")
     axes[2].set_ylim(bottom=0)
-    axes[2].set_title("throughput")
+    with_mfu = [r for r in rates if "mfu" in r]
+    if with_mfu:  # model FLOPs utilisation against the GPU's dense bf16 peak, on a second axis
+        twin = axes[2].twinx()
+        twin.plot([r["step"] for r in with_mfu], [100 * r["mfu"] for r in with_mfu], "s--", color="tab:red")
+        twin.set_ylabel("MFU (%)", color="tab:red")
+        twin.set_ylim(bottom=0)
+    axes[2].set_title("throughput" + (" and MFU" if with_mfu else " (MFU: n/a without a known GPU peak)"))
     keys = sorted({k for r in mem for k in r if k.endswith("_gb") and ("rss" in k or "peak" in k)})
     style = "o-" if len(mem) > 4 else "o"  # a few samples: points, not a line that implies a trend
     for k in keys:

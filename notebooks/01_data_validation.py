@@ -38,7 +38,8 @@ test_fraction: float = 0.15  # fraction of planets (grouped by host) for the tes
 n_planets: int = 256  # planets to build with every modality (0: all); positives and climate-domain planets are always kept
 climate_domain: str = "core"  # CLERO input domain a planet must lie in for a datacube: core | extended
 metabolic_model: str = "textbook"  # cobra model for the metabolic graphs: textbook | iJO1366 | salmonella
-text_max_len: int = 256  # tokens per planet description (byte-level)
+text_max_len: int = 256  # tokens per planet description (bytes, or the llm_checkpoint tokenizer's tokens)
+llm_checkpoint: Optional[str] = None  # pretrained Llama-family checkpoint directory (Hugging Face layout): its LLM and tokenizer replace the preset's; None: from scratch
 shard_size: int = 128  # planets per dataset shard file
 
 # %%
@@ -49,7 +50,7 @@ import pandas as pd
 
 from astrobio_lib import config, plots
 from astrobio_lib.data import catalog as cat
-from astrobio_lib.data import sources
+from astrobio_lib.data import sources, text
 from astrobio_lib.data.build import build_dataset
 from astrobio_lib.data.loader import PlanetDataset
 from astrobio_lib.data.validate import validate_dataset
@@ -85,7 +86,8 @@ cat.summary(planets).round(3)
 # ## Build: labels for every planet, then the multimodal dataset
 
 # %%
-manifest = build_dataset(planets, provenance, cfg.data, cfg.run.seed, data_dir)
+tokenizer = text.tokenizer_for(cfg.model.llm_checkpoint)  # bytes, or the pretrained LLM's own tokenizer
+manifest = build_dataset(planets, provenance, cfg.data, cfg.run.seed, data_dir, tokenizer=tokenizer)
 labels = pd.read_csv(data_dir / "labels.csv")
 print(f"{'reused' if manifest['reused'] else 'built'} in {manifest['build_seconds']} s: "
       f"{manifest['coverage']['planets']} planets with every modality where available; "
@@ -159,7 +161,7 @@ plt.show()
 graph_x, graph_edges = dataset.graphs[int(example["graph_id"])]
 print(f"{name}: metabolic graph '{manifest['modalities']['metabolism']['variants'][int(example['graph_id'])]}' "
       f"({manifest['modalities']['metabolism']['source']}): {graph_x.shape[0]} metabolites, {graph_edges.shape[1]} edges")
-print("text:", bytes(int(t) for t in example["text_ids"] if t < 256).decode())
+print(f"text ({tokenizer.name}):", tokenizer.decode(example["text_ids"][example["text_mask"].bool()]))
 
 # %% [markdown]
 # ## Verdict

@@ -29,8 +29,8 @@ from typing import Optional  # the parameters cell's annotations need it
 # %% tags=["parameters"]
 run_dir: str = "outputs/notebook_defaults"  # run folder: every product of the run is written here (relative: inside the repo)
 seed: int = 0  # global random seed (data split, init, sampling)
-model_preset: str = "tiny"  # model size preset: tiny | small | seeds_full
-text_max_len: int = 256  # tokens per planet description (byte-level)
+model_preset: str = "tiny"  # model size preset: tiny | small | medium | seeds_full
+text_max_len: int = 256  # tokens per planet description (bytes, or the llm_checkpoint tokenizer's tokens)
 gpu_name: str = "cpu"  # target device for budgets and estimates (cpu, RTX A5000, ...)
 gpus_per_node: int = 1  # devices used by the run (1 on CPU)
 gpu_memory_gb: float = 0.0  # memory per device in GB (0 on CPU: host RAM applies)
@@ -45,6 +45,11 @@ activation_checkpointing: bool = False  # recompute activations per block in bac
 sharding: str = "none"  # none | ddp | fsdp2
 cpu_offload: str = "none"  # none | optimizer | params_optimizer (FSDP2 CPUOffloadPolicy)
 llm_adapter: str = "none"  # train the LLM fully (none) or through lora / qlora adapters
+llm_checkpoint: Optional[str] = None  # pretrained Llama-family checkpoint directory (Hugging Face layout): its LLM and tokenizer replace the preset's; None: from scratch
+lora_rank: int = 16  # LoRA rank r of the adapters
+lora_alpha: float = 32.0  # LoRA scaling alpha (the update is scaled by alpha / r)
+lora_dropout: float = 0.05  # dropout on the adapters' input
+lora_targets: str = "q_proj,k_proj,v_proj,o_proj,gate,up,down"  # comma-separated LLM linear layers that get adapters
 force_plan: bool = False  # run a plan the memory budget says does not fit (expect out-of-memory errors)
 
 # %%
@@ -55,6 +60,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from astrobio_lib import config, memory, plots
+from astrobio_lib.models import adapters, pretrained
 from astrobio_lib.models.presets import count_parameters, get_preset
 from astrobio_lib.report import completion_marker, data_banner, record_verdict, start_notebook
 
@@ -66,11 +72,24 @@ run_path = Path(cfg.run.run_dir)
 run_path.mkdir(parents=True, exist_ok=True)
 hw = memory.hardware_from(cfg.hardware.gpu_name, cfg.hardware.gpus_per_node, cfg.hardware.gpu_memory_gb,
                           cfg.hardware.host_ram_gb)
-model_cfg = get_preset(cfg.model.model_preset, activation_checkpointing=cfg.train.activation_checkpointing)
+if cfg.model.llm_checkpoint and not (Path(cfg.model.llm_checkpoint) / "config.json").is_file():
+    # the pod's checkpoint is not on this machine: plan with its published architecture, and say so
+    model_cfg = get_preset(cfg.model.model_preset, activation_checkpointing=cfg.train.activation_checkpointing)
+    model_cfg.llm = pretrained.published_llm_config(cfg.model.llm_checkpoint,
+                                                    activation_checkpointing=cfg.train.activation_checkpointing)
+    if model_cfg.llm is None:
+        raise FileNotFoundError(f"llm_checkpoint {cfg.model.llm_checkpoint} has no config.json here and is not a "
+                                f"published architecture astrobio knows ({', '.join(pretrained.PUBLISHED_CONFIGS)})")
+    print(f"LLM: {cfg.model.llm_checkpoint} is not on this machine: budgeting with the published config.json of "
+          f"{Path(cfg.model.llm_checkpoint).name} (on the pod the checkpoint's own file is read)")
+else:
+    model_cfg = adapters.model_config(cfg.flat())
+    if cfg.model.llm_checkpoint:
+        print(f"LLM: {cfg.model.llm_checkpoint} ({model_cfg.llm.n_layers} layers, hidden {model_cfg.llm.hidden})")
 plan = memory.Plan(precision=cfg.train.precision, optimizer=cfg.train.optimizer,
                    activation_checkpointing=cfg.train.activation_checkpointing, sharding=cfg.train.sharding,
                    world_size=cfg.hardware.gpus_per_node, cpu_offload=cfg.train.cpu_offload,
-                   llm_adapter=cfg.train.llm_adapter)
+                   llm_adapter=cfg.train.llm_adapter, lora_rank=cfg.train.lora_rank, lora_dropout=cfg.train.lora_dropout)
 batch = memory.BatchShape(cfg.train.micro_batch_size, cfg.data.text_max_len, cfg.train.grad_accum_steps)
 print(f"target: {hw.name}, host RAM {hw.host_ram_bytes / 1e9:.0f} GB · preset {cfg.model.model_preset} · "
       f"plan: {plan.name} · micro-batch {batch.micro_batch_size} x {batch.seq_len} tokens x {batch.grad_accum_steps} accumulation")
@@ -86,7 +105,8 @@ pd.DataFrame([{"device": d.name, "memory_GB": d.memory_bytes / 1e9, "peak_TFLOP/
 # ## Parameters (meta device, no weights allocated)
 
 # %%
-counts = {name: count_parameters(get_preset(name)) for name in dict.fromkeys([cfg.model.model_preset, "seeds_full"])}
+counts = {f"this run ({cfg.model.model_preset}" + (" + checkpoint LLM)" if cfg.model.llm_checkpoint else ")"): count_parameters(model_cfg),
+          "seeds_full": count_parameters(get_preset("seeds_full"))}
 pd.DataFrame(counts).rename_axis("component").map(lambda n: f"{n:,}")
 
 # %% [markdown]
@@ -110,10 +130,11 @@ table
 # ## Every plan on this hardware
 # Fitting plans the trainer can run first, fastest first on a GPU (smallest first on CPU, where no
 # step time is estimated; each device <= 90% of its memory, host <= 85% of RAM); then plans that fit
-# but are not yet runnable (LoRA/QLoRA adapters); then the rejected ones with the reason.
+# but are not runnable with this configuration (LoRA/QLoRA without an llm_checkpoint); then the rejected
+# ones with the reason.
 
 # %%
-verdicts = memory.plans(model_cfg, hw, batch, cfg.hardware.mfu)
+verdicts = memory.plans(model_cfg, hw, batch, cfg.hardware.mfu, has_llm_checkpoint=bool(cfg.model.llm_checkpoint))
 plan_table = pd.DataFrame([v.row(hw) for v in verdicts])
 print(f"{int(plan_table['fits'].sum())} of {len(plan_table)} plans fit {hw.name}; "
       f"{int((plan_table['fits'] & plan_table['runnable']).sum())} of those the trainer can run today")
@@ -182,7 +203,7 @@ from astrobio_lib.data.loader import Collate, PlanetDataset
 from astrobio_lib.models.fusion import build_model
 
 data_dir = run_path / "data"
-rows = []
+rows, full = [], []
 if (data_dir / "manifest.json").is_file():
     ds = PlanetDataset(data_dir)
     full = [ds[i] for i in range(len(ds)) if ds[i]["climate"] is not None and bool(ds[i]["has_spectrum"])]
@@ -201,6 +222,21 @@ if (data_dir / "manifest.json").is_file():
                                                              b["graph"].edge_index.shape[1] // mb))
         rows.append({"preset": preset, "checkpointing": ckpt, "micro_batch": mb, "estimate_MB": est.measured_comparable / 1e6,
                      "measured_MB": meas.comparable / 1e6, "error_%": 100 * (est.measured_comparable / meas.comparable - 1)})
+if full and cfg.train.llm_adapter != "none" and (Path(cfg.model.llm_checkpoint) / "config.json").is_file():
+    # the run's own adapter model (pretrained base + LoRA/QLoRA), one real step on this machine
+    print(f"measuring one real training step: {cfg.train.llm_adapter} on {cfg.model.llm_checkpoint} …", flush=True)
+    mb = cfg.train.micro_batch_size
+    flat = {**cfg.flat(), "precision": "fp32" if cfg.train.precision == "fp16-mixed" else cfg.train.precision}
+    amodel = adapters.build(flat)
+    b = Collate(ds.graphs)((full * mb)[:mb])
+    mplan = memory.Plan(precision=flat["precision"], optimizer="adamw", activation_checkpointing=cfg.train.activation_checkpointing,
+                        llm_adapter=cfg.train.llm_adapter, lora_rank=cfg.train.lora_rank, lora_dropout=cfg.train.lora_dropout)
+    meas = memory.measure(amodel, b, mplan)
+    est = memory.estimate(model_cfg, mplan, memory.BatchShape(mb, b["text_ids"].shape[1], 1, b["graph"].num_nodes // mb,
+                                                             b["graph"].edge_index.shape[1] // mb))
+    rows.append({"preset": f"{cfg.model.model_preset} + {cfg.train.llm_adapter}", "checkpointing": cfg.train.activation_checkpointing,
+                 "micro_batch": mb, "estimate_MB": est.measured_comparable / 1e6, "measured_MB": meas.comparable / 1e6,
+                 "error_%": 100 * (est.measured_comparable / meas.comparable - 1)})
 measured = pd.DataFrame(rows).round(2)
 print("no dataset in this run folder: run 01_data_validation first" if measured.empty else
       f"worst error {measured['error_%'].abs().max():.2f}%")

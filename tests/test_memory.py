@@ -137,7 +137,7 @@ def test_recommendations_name_only_plans_the_trainer_can_run():
     assert all(r["step_s"] == "n/a on CPU" for r in rows)
     first_waiting = next(i for i, v in enumerate(verdicts) if not v.runnable)
     assert all(v.runnable for v in verdicts[:first_waiting] if v.fits)  # runnable fitting plans come first
-    assert all("not yet runnable" in r["why_not"] for r, v in zip(rows, verdicts, strict=True) if not v.runnable)
+    assert all("not runnable" in r["why_not"] for r, v in zip(rows, verdicts, strict=True) if not v.runnable)
     text = memory.recommend(verdicts, memory.Plan(precision="fp32", optimizer="adamw"), cpu)
     assert "lora" not in text.split("(")[0] and "smallest" in text and "precision: fp32 → " in text
 

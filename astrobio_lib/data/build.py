@@ -114,10 +114,13 @@ def select_planets(labels: pd.DataFrame, in_climate_domain: np.ndarray, n_planet
     return np.sort(np.concatenate([must, np.asarray(fill, dtype=int)]))
 
 
-def build_sha256(data_cfg: DataConfig, seed: int, provenance: Provenance) -> str:
-    """Returns the identity of a build: configuration, seed, catalog checksum, build version."""
+def build_sha256(data_cfg: DataConfig, seed: int, provenance: Provenance, tokenizer=None) -> str:
+    """Returns the identity of a build: configuration, seed, catalog checksum, build version, and
+    the tokenizer's sha256 when it is a checkpoint's (so another tokenizer never reuses a build)."""
     payload = {"data": dataclasses.asdict(data_cfg), "seed": seed, "catalog": provenance.sha256,
                "version": BUILD_VERSION}
+    if tokenizer is not None and tokenizer.sha256:
+        payload["tokenizer"] = tokenizer.sha256
     return _sha256(json.dumps(payload, sort_keys=True).encode())
 
 
@@ -143,11 +146,13 @@ def verify_files(out_dir: Path, manifest: dict[str, Any]) -> list[str]:
 
 
 def build_dataset(catalog: pd.DataFrame, provenance: Provenance, data_cfg: DataConfig, seed: int,
-                  out_dir: str | Path) -> dict[str, Any]:
-    """Builds (or reuses) the dataset in ``out_dir`` and returns its manifest."""
+                  out_dir: str | Path, tokenizer=None) -> dict[str, Any]:
+    """Builds (or reuses) the dataset in ``out_dir`` and returns its manifest; ``tokenizer``
+    (:func:`text.tokenizer_for`) makes ``text_ids`` — byte-level when None."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    identity = build_sha256(data_cfg, seed, provenance)
+    tokenizer = tokenizer or text.ByteTokenizer()
+    identity = build_sha256(data_cfg, seed, provenance, tokenizer)
     existing = load_manifest(out_dir)
     if existing and existing.get("build_sha256") == identity:
         bad = verify_files(out_dir, existing)
@@ -190,7 +195,7 @@ def build_dataset(catalog: pd.DataFrame, provenance: Provenance, data_cfg: DataC
     graphs = {v: metabolism.to_graph(model, v) for v in metabolism.VARIANTS}
     graph_id = metabolism.variant_for(sub_atm["O2"].to_numpy())
 
-    tokens = [text.encode(text.describe(row), data_cfg.text_max_len) for _, row in sub.iterrows()]
+    tokens = [tokenizer.encode(text.describe(row), data_cfg.text_max_len) for _, row in sub.iterrows()]
     text_ids = np.stack([t[0] for t in tokens])
     text_mask = np.stack([t[1] for t in tokens])
 
@@ -270,8 +275,7 @@ def build_dataset(catalog: pd.DataFrame, provenance: Provenance, data_cfg: DataC
                            "synthetic": False, "variants": list(metabolism.VARIANTS),
                            "note": "real genome-scale model; planet assignment by assumed O2"},
             "text": {"source": "generated from catalog rows", "synthetic": catalog_synthetic,
-                     "tokenizer": "byte-level UTF-8", "vocab_size": text.VOCAB_SIZE,
-                     "max_len": data_cfg.text_max_len},
+                     **tokenizer.identity(), "max_len": data_cfg.text_max_len},
         },
         "catalog_features": list(CATALOG_FEATURES),
         "normalisation": {"catalog_mean": mean.tolist(), "catalog_std": std.tolist(),
@@ -322,4 +326,5 @@ def build_for_config(cfg, data_dir: Optional[str | Path] = None) -> dict[str, An
 
     data_dir = Path(data_dir) if data_dir else Path(cfg.run.run_dir) / "data"
     planets, prov = catalog.load_catalog(cfg.data.catalog_source, cfg.data.catalog_path, cache_dir=data_dir)
-    return build_dataset(planets, prov, cfg.data, cfg.run.seed, data_dir)
+    return build_dataset(planets, prov, cfg.data, cfg.run.seed, data_dir,
+                         tokenizer=text.tokenizer_for(cfg.model.llm_checkpoint))

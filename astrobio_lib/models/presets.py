@@ -3,6 +3,10 @@
 ``python -m astrobio_lib.models.presets`` prints preset, component and parameter count; counts
 come from building each preset on the ``meta`` device, so no weight is allocated.
 
+``medium`` is ``small`` with a 0.71B Llama-style LLM (hidden 2048, 16 layers, 16 heads, 4 key/value
+heads, SwiGLU 5504, context 1024) — the LLM-dominated configuration measured on an H100 in
+``../shared/measurements`` ("medium"), sized to fill one 24 GB GPU with bf16-mixed and 8-bit AdamW.
+
 ``seeds_full`` reproduces the seeds' stated sizes (13.14B LLM, 1.2B graph VAE, 2.5B CNN):
 - LLM: hidden 4352 and 64 heads as the seeds say (head dim 68); 8 key/value heads (GQA, as
   Llama-2 13B-class models use); vocabulary 32000 (Llama-2); SwiGLU width 11904 (~2.74 x hidden,
@@ -28,7 +32,7 @@ from astrobio_lib.models.fusion import FusionConfig, MultimodalConfig, build_mod
 from astrobio_lib.models.graph_vae import GraphVAEConfig
 from astrobio_lib.models.llm import LLMConfig
 
-PRESETS = ("tiny", "small", "seeds_full")
+PRESETS = ("tiny", "small", "medium", "seeds_full")
 COMPONENTS = {
     "llm": ("text_encoder",),
     "graph_vae": ("graph_encoder",),
@@ -58,6 +62,10 @@ def get_preset(name: str, attention: str = "sdpa", activation_checkpointing: boo
             datacube=DatacubeConfig(base_channels=32, depth=4, max_doublings=3, d_model=256,
                                     n_layers=4, n_heads=8),
             fusion=FusionConfig(d_model=256, n_layers=4, n_heads=8))
+    elif name == "medium":  # LLM-dominated, ~0.72B: fills one 24 GB GPU with bf16-mixed + 8-bit AdamW
+        cfg = get_preset("small")
+        cfg.llm = replace(cfg.llm, hidden=2048, n_layers=16, n_heads=16, n_kv_heads=4, intermediate=5504,
+                          max_seq_len=1024)
     elif name == "seeds_full":
         cfg = MultimodalConfig(
             llm=LLMConfig(vocab_size=32000, hidden=4352, n_layers=65, n_heads=64, n_kv_heads=8,

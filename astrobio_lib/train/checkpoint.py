@@ -55,6 +55,7 @@ from astrobio_lib.fsutil import (
     sha256_file,
     temp_path,
 )
+from astrobio_lib.models.adapters import load_trainable_state, trainable_state_dict
 from astrobio_lib.train.distributed import unwrap
 
 log = logging.getLogger("astrobio.train")
@@ -143,7 +144,7 @@ def _to_host(obj: Any) -> Any:
 
 def state_bytes(state: TrainState, optimizer_bytes_per_param: float) -> int:
     """Returns the expected size of one checkpoint: model tensors plus optimizer states."""
-    model_bytes = sum(t.numel() * t.element_size() for t in unwrap(state.model).state_dict().values()
+    model_bytes = sum(t.numel() * t.element_size() for t in trainable_state_dict(unwrap(state.model)).values()
                       if isinstance(t, torch.Tensor))
     n_params = sum(p.numel() for p in state.model.parameters() if p.requires_grad)
     return int(model_bytes + n_params * optimizer_bytes_per_param)
@@ -351,8 +352,9 @@ class Checkpointer:
         else:
             path = self.dir / f"step_{step:08d}.pt"
             if self.is_main:
-                payload = {"model": unwrap(state.model).state_dict(), "optimizer": state.optimizer.state_dict(),
-                           **state.meta()}
+                # without a frozen pretrained base (LoRA / QLoRA): it is rebuilt from its checkpoint
+                payload = {"model": trainable_state_dict(unwrap(state.model)),
+                           "optimizer": state.optimizer.state_dict(), **state.meta()}
                 if self.async_save and not blocking:
                     snapshot = _to_host(payload)
                     self._thread = threading.Thread(target=self._write_in_background,
@@ -540,7 +542,7 @@ class Checkpointer:
                                   f"it with the sharding it was written with")
         payload = load_file(path)
         _check_config(payload["config"], state, path)
-        unwrap(state.model).load_state_dict(payload["model"])
+        load_trainable_state(unwrap(state.model), payload["model"])
         state.optimizer.load_state_dict(payload["optimizer"])
         state.load_meta(payload)
 
@@ -557,7 +559,9 @@ def _sidecar(path: Path) -> Optional[str]:
 # different experiment: refuse and list them. The dataset is identified by its build hash.
 STRUCTURAL_KEYS = ("seed", "model_preset", "micro_batch_size", "grad_accum_steps", "precision", "optimizer",
                    "activation_checkpointing", "sharding", "cpu_offload", "llm_adapter", "schedule", "warmup_steps",
-                   "weight_decay", "nproc", "dataset_build_sha256")
+                   "weight_decay", "nproc", "dataset_build_sha256",
+                   # the pretrained base by content (its path may differ between machines) and the adapters
+                   "llm_base_sha256", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
 # These may change on resume (a lower learning rate after a divergence, a longer run): logged.
 SAFE_TO_CHANGE = ("learning_rate", "max_steps", "max_epochs", "max_hours", "early_stopping_patience",
                   "log_every_steps", "val_every_steps", "checkpoint_every_steps", "checkpoint_every_minutes",
@@ -566,8 +570,13 @@ SAFE_TO_CHANGE = ("learning_rate", "max_steps", "max_epochs", "max_hours", "earl
 
 
 def incompatible_keys(saved: dict[str, Any], current: dict[str, Any], structural: tuple[str, ...]) -> dict[str, tuple]:
-    """Returns {key: (saved, current)} for the structural keys that differ."""
-    return {k: (saved.get(k), current.get(k)) for k in structural if saved.get(k) != current.get(k)}
+    """Returns {key: (saved, current)} for the structural keys that differ; a key absent on one side
+    (a checkpoint written before the key existed) counts as its configuration default."""
+    from astrobio_lib.config import all_fields
+
+    defaults = {name: info.default for name, info in all_fields().items()}
+    pairs = {k: (saved.get(k, defaults.get(k)), current.get(k, defaults.get(k))) for k in structural}
+    return {k: pair for k, pair in pairs.items() if pair[0] != pair[1]}
 
 
 def _check_config(saved: dict[str, Any], state: TrainState, path: Path) -> None:

@@ -32,10 +32,10 @@ from astrobio_lib import memory, tracking
 from astrobio_lib.config import Config
 from astrobio_lib.data.loader import Collate, PlanetDataset
 from astrobio_lib.fsutil import RunLock, atomic_write
-from astrobio_lib.models.fusion import build_model
-from astrobio_lib.models.presets import get_preset
+from astrobio_lib.models import adapters, pretrained
 from astrobio_lib.optim import build_optimizer, build_scheduler, optimizer_for_groups, param_groups
 from astrobio_lib.train import checkpoint as ckpt
+from astrobio_lib.train import compile as compile_mod
 from astrobio_lib.train import distributed
 from astrobio_lib.train.data_order import ResumableOrder
 from astrobio_lib.train.preemption import Preemption
@@ -131,7 +131,8 @@ def hardware_for(cfg: Config) -> memory.Hardware:
 def plan_for(cfg: Config, world_size: int) -> memory.Plan:
     t = cfg.train
     return memory.Plan(precision=t.precision, optimizer=t.optimizer, activation_checkpointing=t.activation_checkpointing,
-                       sharding=t.sharding, world_size=world_size, cpu_offload=t.cpu_offload, llm_adapter=t.llm_adapter)
+                       sharding=t.sharding, world_size=world_size, cpu_offload=t.cpu_offload, llm_adapter=t.llm_adapter,
+                       lora_rank=t.lora_rank, lora_dropout=t.lora_dropout)
 
 
 def input_dtype(precision: str) -> Optional[torch.dtype]:
@@ -199,6 +200,8 @@ class Setup:
     text_max_len: int
     resumed_from: Optional[str]
     t_start: float
+    flops_per_sample: float = 0.0  # model FLOPs (forward + backward) per sample, as in the memory budget
+    peak_flops: Optional[float] = None  # the devices' dense bf16 peak (None: CPU or an unknown GPU)
 
 
 def setup(cfg: Config, info: distributed.DistInfo, data_dir: Optional[Path] = None) -> Setup:
@@ -225,10 +228,20 @@ def setup(cfg: Config, info: distributed.DistInfo, data_dir: Optional[Path] = No
         log.warning("training on a SYNTHETIC catalog: results say nothing about real planets")
 
     # ---- preflight: refuse a plan that does not fit, before allocating anything
-    model_cfg = get_preset(cfg.model.model_preset, activation_checkpointing=t.activation_checkpointing)
+    flat_cfg = cfg.flat()
+    model_cfg = adapters.model_config(flat_cfg)  # the preset, with the pretrained LLM's architecture if any
+    source = (f"the LLM checkpoint {cfg.model.llm_checkpoint}" if cfg.model.llm_checkpoint
+              else f"model_preset {cfg.model.model_preset}")
     if text_max_len > model_cfg.llm.max_seq_len:
         raise memory.MemoryBudgetError(f"the dataset in {data_dir} has text_max_len={text_max_len} > the context of "
-                                       f"model_preset {cfg.model.model_preset} ({model_cfg.llm.max_seq_len})")
+                                       f"{source} ({model_cfg.llm.max_seq_len})")
+    data_tokenizer = manifest.get("modalities", {}).get("text", {})
+    if int(data_tokenizer.get("vocab_size", 0)) > model_cfg.llm.vocab_size or (
+            cfg.model.llm_checkpoint and not data_tokenizer.get("sha256")):
+        raise DatasetNotBuilt(f"the dataset in {data_dir} was tokenized with {data_tokenizer.get('tokenizer')} "
+                              f"(vocabulary {data_tokenizer.get('vocab_size')}), which does not fit {source} "
+                              f"(vocabulary {model_cfg.llm.vocab_size}): run 01_data_validation with the same "
+                              f"llm_checkpoint")
     plan, hardware = plan_for(cfg, info.world_size), hardware_for(cfg)
     shape = memory.BatchShape(t.micro_batch_size, text_max_len, t.grad_accum_steps)
     try:
@@ -241,9 +254,17 @@ def setup(cfg: Config, info: distributed.DistInfo, data_dir: Optional[Path] = No
         log.warning("preflight says the plan does NOT fit, training anyway because force_plan is set: %s", exc)
 
     # ---- model, optimizer, schedule: the train state
-    model = build_model(model_cfg, seed=cfg.run.seed).to(device)
-    if t.precision == "bf16":
-        model = model.to(torch.bfloat16)
+    model = adapters.build(flat_cfg, device)  # + pretrained LLM, pure-bf16 cast, LoRA/QLoRA adapters
+    if t.llm_adapter != "none":
+        counts = adapters.parameter_counts(model)
+        log.info("%s on %s: %s trainable parameters (adapters, encoders, fusion, heads), %s frozen", t.llm_adapter,
+                 cfg.model.llm_checkpoint, f"{counts['trainable']:,}", f"{counts['frozen']:,}")
+    if compile_mod.wanted(t.compile, device):
+        regions = compile_mod.compile_regions(model)
+        log.info("compile %s: %d regions compiled (%s …); PyG graph code stays eager; the first step includes "
+                 "compilation", t.compile, len(regions), ", ".join(regions[:3]))
+    else:
+        log.info("compile %s: eager on %s", t.compile, device.type)
     model = distributed.wrap(model, t.sharding, info, t.precision, t.cpu_offload)
     if distributed.is_sharded(model) and t.optimizer != "adamw":
         # bitsandbytes rejects DTensors (bitsandbytes#1403): step on the local shards
@@ -257,7 +278,9 @@ def setup(cfg: Config, info: distributed.DistInfo, data_dir: Optional[Path] = No
     scheduler = build_scheduler(sched_target, t.schedule, t.max_steps, t.warmup_steps)
     scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16-mixed" else None
     order = ResumableOrder(len(train_ds), t.micro_batch_size, cfg.run.seed, info.world_size, info.rank)
-    flat = {**cfg.flat(), "dataset_build_sha256": manifest["build_sha256"], "text_max_len": text_max_len}
+    flat = {**flat_cfg, "dataset_build_sha256": manifest["build_sha256"], "text_max_len": text_max_len}
+    if cfg.model.llm_checkpoint:  # the base by content: resuming or evaluating against another one is refused
+        flat["llm_base_sha256"] = pretrained.fingerprint_sha256(cfg.model.llm_checkpoint)
     state = ckpt.TrainState(model, optimizer, scheduler, order, flat, scaler)
     checkpointer = ckpt.Checkpointer(run_dir / "checkpoints", t.keep_checkpoints, info,
                                      sharded=t.sharding == "fsdp2", async_save=t.checkpoint_async)
@@ -273,8 +296,15 @@ def setup(cfg: Config, info: distributed.DistInfo, data_dir: Optional[Path] = No
             dropped = tracking.MetricsLog(run_dir / "metrics.jsonl", enabled=info.is_main).truncate_after(state.step)
             log.info("resumed from %s at step %d (epoch %d, %d samples into it); %d later metric records dropped",
                      resumed_from, state.step, order.position.epoch, order.position.offset, dropped)
+    flops = sum(memory.flops_per_sample(model_cfg, shape, plan).values())
+    peak = None
+    if device.type == "cuda":
+        gpu = memory.device_for_name(torch.cuda.get_device_name(device))
+        peak = gpu.peak_flops_bf16 * info.world_size if gpu else None
+        log.info("MFU is reported against %s", f"{gpu.name}'s dense bf16 peak x {info.world_size}" if gpu else
+                 f"nothing: the peak of {torch.cuda.get_device_name(device)} is unknown (add it to memory.DEVICES)")
     return Setup(cfg, info, run_dir, train_ds, val_ds, Collate(train_ds.graphs), state, checkpointer, sched_target,
-                 text_max_len, resumed_from, t_start)
+                 text_max_len, resumed_from, t_start, flops, peak)
 
 
 def _apply_safe_changes(state: ckpt.TrainState, sched_target, saved: dict[str, Any], current: dict[str, Any]) -> None:
@@ -366,6 +396,8 @@ def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
     stream = state.order.epochs(t.max_epochs)
     counters.setdefault("loss_window", [])
     counters.setdefault("above_median", 0)
+    first_step_t = time.monotonic()
+    compiled = compile_mod.wanted(t.compile, info.device)
     while state.step < t.max_steps:
         if elapsed() / 3600 >= t.max_hours:
             stopped = "max_hours"
@@ -410,6 +442,10 @@ def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
                         state.step + 1, sums["loss"], grad_norm, counters["nonfinite_in_a_row"])
         optimizer.zero_grad(set_to_none=True)
         counters["step"] += 1
+        if first_step_t is not None:
+            log.info("first step in this process: %.1f s%s", time.monotonic() - first_step_t,
+                     " (includes compiling the regions)" if compiled else "")
+            first_step_t = None
         counters["samples"] += n_step * info.world_size
         window_samples += n_step * info.world_size
         step = state.step
@@ -425,10 +461,16 @@ def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
             now = time.monotonic()
             rate = window_samples / max(now - window_t, 1e-9)
             eta = (t.max_steps - step) * (now - window_t) / max(1, window_samples / (n_step * info.world_size))
+            achieved = rate * s.flops_per_sample
+            util = memory.mfu(rate, s.flops_per_sample, s.peak_flops)
             log.info("step %d/%d | epoch %d | loss %.4f | habitability %.4f | lr %.2e | grad norm %.3f | "
-                     "%.1f samples/s | ETA %.0f s", step, t.max_steps, epoch, sums["loss"],
-                     sums.get("loss_habitability", float("nan")), record["lr"], grad_norm, rate, eta)
-            metrics.write({"step": step, "samples_per_s": rate, "tokens_per_s": rate * s.text_max_len})
+                     "%.1f samples/s | %.0f tokens/s | %.2f model TFLOP/s | MFU %s | ETA %.0f s", step, t.max_steps,
+                     epoch, sums["loss"], sums.get("loss_habitability", float("nan")), record["lr"], grad_norm, rate,
+                     rate * s.text_max_len, achieved / 1e12, f"{100 * util:.1f}%" if util is not None else
+                     ("n/a (CPU)" if s.peak_flops is None and s.info.device.type != "cuda" else "n/a (unknown GPU)"),
+                     eta)
+            metrics.write({"step": step, "samples_per_s": rate, "tokens_per_s": rate * s.text_max_len,
+                           "model_tflops_per_s": achieved / 1e12, **({"mfu": util} if util is not None else {})})
             window_t, window_samples = now, 0
         if step % t.memory_every_steps == 0:
             stats = tracking.memory_stats()

@@ -68,3 +68,19 @@ def test_fsdp2_dcp_checkpoint_resumes_on_two_ranks(tmp_path, real_catalog):
     full, joined = curve(tmp_path / "full"), curve(tmp_path / "part")
     assert len(joined) == 12
     assert max(abs(a - b) for a, b in zip(full, joined, strict=True)) < 1e-4, (full, joined)
+
+
+def test_qlora_under_ddp_on_two_ranks_matches_one_process(tmp_path, real_catalog):
+    """Issue 12: each process holds the 4-bit base; DDP synchronises the adapters and the encoders."""
+    pytest.importorskip("transformers")
+    from astrobio_lib.models import pretrained
+
+    llama = pretrained.make_tiny_checkpoint(tmp_path / "llama")
+    extra = dict(llm_checkpoint=str(llama), llm_adapter="qlora", lora_rank=4, text_max_len=96)
+    launch(tmp_path, "single", real_catalog, 1, 6, micro_batch_size=4, **extra)
+    out = launch(tmp_path, "ddp", real_catalog, 2, 6, micro_batch_size=2, sharding="ddp", **extra)
+    assert "qlora on" in out
+    single, ddp = curve(tmp_path / "single", "loss_habitability"), curve(tmp_path / "ddp", "loss_habitability")
+    assert len(ddp) == 6
+    for step, (a, b) in enumerate(zip(single, ddp, strict=True), 1):
+        assert abs(a - b) <= 0.05 * a, f"step {step}: habitability {b} vs single-process {a}"
