@@ -157,14 +157,14 @@ def test_accumulation_equals_one_big_batch():
 def test_non_finite_steps_are_skipped_then_the_run_stops_with_a_checkpoint(tmp_path, real_catalog, monkeypatch):
     from astrobio_lib.train import loop
 
-    real_build = loop.build_model
+    real_build = loop.adapters.build
 
     def poisoned(*a, **k):
         model = real_build(*a, **k)
         model.register_forward_hook(lambda mod, inp, out: {**out, "loss": out["loss"] * float("nan")})
         return model
 
-    monkeypatch.setattr(loop, "build_model", poisoned)
+    monkeypatch.setattr(loop.adapters, "build", poisoned)
     result = train(built(params(tmp_path / "run", real_catalog, max_steps=10, nan_patience=3)))
     assert result.stopped_because == "non_finite" and result.skipped_steps == 3 and result.step == 3
     assert (tmp_path / "run" / "checkpoints" / "step_00000003.pt").exists()
