@@ -190,6 +190,7 @@ def export_html(ipynb, run_dir, notebook: str, run_name: str) -> list:
                         f"{html.escape(verdict['headline'])}")
     else:
         verdict_html = "<b>no verdict recorded</b> (the notebook did not reach its verdict cell)"
+    banner = html.escape(data_banner(run_dir))
     written = []
     for suffix, exclude in (("", True), (".code", False)):
         exporter = HTMLExporter(template_name="lab", exclude_input=exclude, exclude_input_prompt=exclude,
@@ -207,7 +208,7 @@ def export_html(ipynb, run_dir, notebook: str, run_name: str) -> list:
                f"<a href='{notebook}.ipynb'>.ipynb</a></div>"
                f"<h2 style='margin:.4em 0'>{html.escape(title)}</h2>"
                f"<div style='font-size:110%'>verdict: {verdict_html}</div>"
-               f"<div style='color:#57606a;margin-top:.3em'>{html.escape(data_banner(run_dir))}</div>"
+               f"<div style='color:#57606a;margin-top:.3em'>{banner}</div>"
                + (f"<div style='margin-top:.5em;font-size:90%'>contents: {toc}</div>" if toc else "")
                + "</div>")
         body = re.sub(r"(<body[^>]*>)", lambda m, box=box: m.group(1) + box, body, count=1)
