@@ -18,7 +18,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional, Union
 
 import yaml
 
@@ -116,8 +116,11 @@ class HardwareConfig:
 @dataclass
 class TrainConfig:
     max_steps: int = param(100, "optimizer steps to run", min=1)
-    micro_batch_size: int = param(4, "samples per forward/backward pass", min=1)
+    micro_batch_size: Union[int, str] = param(4, "samples per forward/backward pass, or auto: the largest that fits "
+                                                 "the memory budget, keeping batch_size", min=1)
     grad_accum_steps: int = param(4, "micro-batches accumulated per optimizer step", min=1)
+    batch_size: Optional[int] = param(None, "samples per optimizer step per process that micro_batch_size: auto keeps "
+                                            "(accumulation: batch_size over the chosen micro-batch)", min=1)
     learning_rate: float = param(3e-4, "peak learning rate", min=0.0, max=1.0)
     precision: str = param("fp32", "fp32 | bf16-mixed | fp16-mixed | bf16",
                            choices=("fp32", "bf16-mixed", "fp16-mixed", "bf16"))
@@ -143,6 +146,8 @@ class TrainConfig:
     grad_clip: float = param(1.0, "clip the global gradient norm to this value (0: off)", min=0.0)
     compile: str = param("auto", "torch.compile the repeated blocks (LLM, ViT, fusion layers): auto (on for CUDA) | on | off",
                          choices=("auto", "on", "off"))
+    attention: str = param("auto", "LLM attention: auto (flash-attn when installed, on CUDA in bf16/fp16; else SDPA) | sdpa | flash_attn | eager",
+                           choices=("auto", "sdpa", "flash_attn", "eager"))
     val_every_steps: int = param(25, "validate every N optimizer steps", min=1)
     early_stopping_patience: int = param(20, "stop after N validations without improvement", min=1)
     checkpoint_every_steps: int = param(25, "checkpoint every N optimizer steps", min=1)
@@ -213,6 +218,16 @@ class Config:
                 parse_targets(t.lora_targets)
             except AdapterError as exc:
                 problems.append(str(exc))
+        if isinstance(t.micro_batch_size, str) and t.micro_batch_size != "auto":
+            problems.append(f"micro_batch_size: {t.micro_batch_size!r}: a number of samples or auto")
+        elif t.micro_batch_size == "auto" and t.batch_size is None:
+            problems.append("micro_batch_size: auto needs batch_size (the samples per optimizer step to keep while "
+                            "the micro-batch is chosen), e.g. batch_size: 32")
+        elif isinstance(t.micro_batch_size, int) and t.batch_size is not None and \
+                t.micro_batch_size * t.grad_accum_steps != t.batch_size:
+            problems.append(f"batch_size: {t.batch_size} but micro_batch_size x grad_accum_steps = "
+                            f"{t.micro_batch_size} x {t.grad_accum_steps} = {t.micro_batch_size * t.grad_accum_steps}: "
+                            f"batch_size is for micro_batch_size: auto; remove it or make them agree")
         if t.precision == "fp16-mixed" and on_cpu:
             problems.append("precision: fp16-mixed needs a CUDA GPU (GradScaler) but gpu_name: cpu: use fp32 or "
                             "bf16-mixed")

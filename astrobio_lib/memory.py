@@ -29,12 +29,34 @@ op from the code and checked against :func:`measure` (saved-tensor hooks) in
   node), fitted exactly to measurement; plus the VGAE's reparameterisation, decoders and pooling.
 
 Mixed precision stores 2-byte copies for matmul/conv/attention inputs and keeps norm inputs,
-statistics and the log-sum-exp in fp32 (autocast); this rule is derived, not measured here (no
-GPU on the development machine).
+statistics and the log-sum-exp in fp32 (autocast). Autocast casts a non-leaf input once per op
+that consumes it, so q, k and v (and gate and up) each save their own 16-bit copy of the norm
+output (3h more per token than fp32, where they share one); checked on CPU autocast, which casts
+the same ops. The attention kernel decides what attention stores (:func:`attention_kernel`): on
+CUDA, fp32 with grouped-query heads falls back to SDPA's math path, which stores the a*s softmax
+output per token (measured: +1.2 GB on the small preset at seq 512).
 
-**Allowances** (stated, not measured): CUDA context 0.6 GB per device, allocator fragmentation
-10% of tensor bytes, 3 GB of host RAM per process (Python, CUDA libraries), and the dataset held
-in host RAM.
+**Peak of a step** (what ``torch.cuda.max_memory_allocated`` reports): not the sum of everything
+above — gradients, activations and casts never all coexist. :func:`step_phases` counts the live
+bytes, by named term, at the four moments where the peak can fall (end of forward, start of
+backward, end of the LLM's backward, optimizer step); the estimate's peak is the largest. Terms:
+``parameters``, ``optimizer`` (persistent states), ``gradients`` (absent until backward unless a
+micro-batch accumulates onto them), ``activations`` (stored for backward), ``autocast_weight_cache``
+(the 16-bit copies autocast makes of every weight a matmul/conv uses: cached until autocast exits,
+saved by autograd until each op's backward; :func:`cast_parameters`), ``backward_transients``
+(the gradients one layer's backward holds at once, or the loss's logits gradient),
+``optimizer_step_temporaries``, ``communication`` (DDP buckets, FSDP2 gathered units), ``inputs``
+(the micro-batch) and ``allocator_rounding`` (blocks rounded up to 512 bytes). Validated against
+the H100 allocator peaks in ``tests/data/measurements`` (4 configurations, +1.7% to +6.2%;
+``tests/test_memory_cuda.py``), never more than 5% under.
+
+**Allowances** (stated, not fitted): allocator fragmentation 10% of the peak (reserved minus
+allocated measured 2-18% on the H100), CUDA context 0.6 GB per device, 3 GB of host RAM per
+process (Python, CUDA libraries), and the dataset held in host RAM. The fit check compares peak
+allocated + fragmentation + context (:attr:`Estimate.device_total`) with 90% of the device.
+
+**Measured probe** (:func:`probe`): the same question answered by the device itself — real steps
+of depth-reduced copies of the model, extrapolated linearly in depth.
 
 **Time**: FLOPs per optimizer step = 6 x parameters x tokens for the LLM (+ 12*L*h*s per token
 for attention scores), 8 x with activation recomputation, plus the conv, ViT and GNN FLOPs;
@@ -244,10 +266,38 @@ class Estimate:
     trainable_parameters: int
     flops_per_step: float
     tokens_per_step: int
+    phases: dict[str, dict[str, float]]  # bytes live per device at each candidate peak moment of a step
+    peak_phase: str  # the phase with the most bytes
+    overheads: dict[str, float]  # allocator fragmentation and CUDA context (GPU only)
+
+    @property
+    def peak(self) -> dict[str, float]:
+        """Bytes by named term at the peak of a training step (predicted ``max_memory_allocated``)."""
+        return self.phases[self.peak_phase]
+
+    @property
+    def peak_allocated(self) -> float:
+        return sum(self.peak.values())
+
+    @property
+    def peak_reserved(self) -> float:
+        """Predicted ``max_memory_reserved``: the peak plus the allocator's fragmentation allowance."""
+        return self.peak_allocated + self.overheads.get("allocator_fragmentation", 0.0)
+
+    @property
+    def breakdown(self) -> dict[str, float]:
+        """The peak's terms and the overheads: what the fit check adds up."""
+        return {**self.peak, **self.overheads}
 
     @property
     def device_total(self) -> float:
-        return sum(self.device.values())
+        """What one device must hold: peak reserved + CUDA context on a GPU, the peak on a CPU."""
+        return self.peak_reserved + self.overheads.get("cuda_context", 0.0)
+
+    def dominant(self) -> tuple[str, float, str]:
+        """Returns (term, bytes, what would shrink it) for the largest term at the peak."""
+        term, value = max(self.peak.items(), key=lambda kv: kv[1])
+        return term, value, SHRINK.get(term, "")
 
     @property
     def host_total(self) -> float:
@@ -264,7 +314,22 @@ class Estimate:
                 "device_total_bytes": self.device_total, "host_bytes": self.host,
                 "host_total_bytes": self.host_total, "activations_by_component": self.activations_by_component,
                 "parameters": self.parameters, "trainable_parameters": self.trainable_parameters,
-                "flops_per_step": self.flops_per_step, "tokens_per_step": self.tokens_per_step}
+                "flops_per_step": self.flops_per_step, "tokens_per_step": self.tokens_per_step,
+                "peak_phase": self.peak_phase, "peak_bytes": self.peak, "phases": self.phases,
+                "overheads": self.overheads, "peak_allocated_bytes": self.peak_allocated,
+                "peak_reserved_bytes": self.peak_reserved}
+
+
+SHRINK = {
+    "activations": "activation checkpointing, a smaller micro-batch or shorter sequences",
+    "optimizer": "8-bit AdamW, optimizer offload, FSDP2 sharding, or LoRA/QLoRA (fewer trainable parameters)",
+    "gradients": "FSDP2 sharding, or LoRA/QLoRA (no gradients for the frozen base)",
+    "parameters": "FSDP2 sharding, parameter offload, or QLoRA (a 4-bit base)",
+    "autocast_weight_cache": "activation checkpointing (the casts are dropped at the end of forward) or pure bf16",
+    "backward_transients": "a smaller micro-batch or shorter sequences",
+    "communication": "smaller FSDP units or fewer prefetched blocks",
+    "optimizer_step_temporaries": "a fused or 8-bit optimizer",
+}
 
 
 # --------------------------------------------------------------------------- parameters
@@ -300,6 +365,48 @@ def component_counts(cfg) -> dict[str, int]:
     return counts
 
 
+_CAST_CACHE: dict[str, dict[str, int]] = {}
+
+
+def cast_parameters(cfg) -> dict[str, int]:
+    """Returns the parameters that torch autocast casts to 16 bit, by where they live:
+    ``llm_blocks`` and ``datacube_checkpointed`` (inside the regions activation checkpointing
+    recomputes) and ``other``.
+
+    Autocast casts the fp32 weight (and bias) of every matmul-type op — ``nn.Linear`` (PyG's too),
+    convolutions, ``nn.MultiheadAttention``'s input projection — and caches each cast of a leaf
+    that requires grad until the outermost autocast region exits (``cached_cast`` in
+    ``aten/src/ATen/autocast_mode.cpp``); the 16-bit copies are also saved by those ops for
+    backward, so without checkpointing they live until each op's backward has run. Embedding
+    tables, norm scales and attention vectors are not cast."""
+    from torch import nn
+
+    from astrobio_lib.models.fusion import build_model
+
+    key = repr(cfg)
+    if key in _CAST_CACHE:
+        return _CAST_CACHE[key]
+    model = build_model(cfg, device="meta")
+    seen: set[int] = set()
+    out = {"llm_blocks": 0, "datacube_checkpointed": 0, "other": 0}
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.MultiheadAttention):
+            tensors = [mod.in_proj_weight, mod.in_proj_bias]
+        elif isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) or (
+                type(mod).__name__ == "Linear" and isinstance(getattr(mod, "weight", None), nn.Parameter)):
+            tensors = [mod.weight, getattr(mod, "bias", None)]
+        else:
+            continue
+        where = ("llm_blocks" if name.startswith("text_encoder.blocks.") else "datacube_checkpointed"
+                 if name.startswith(("climate_encoder.stages.", "climate_encoder.layers.")) else "other")
+        for t in tensors:
+            if isinstance(t, nn.Parameter) and id(t) not in seen:
+                seen.add(id(t))
+                out[where] += t.numel()
+    _CAST_CACHE[key] = out
+    return out
+
+
 _LLM_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate", "up", "down")
 
 
@@ -316,17 +423,48 @@ def _lora_parameters(cfg, rank: int) -> int:
 # --------------------------------------------------------------------------- activations
 
 
-def _llm_activation_elements(cfg, b: int, s: int, plan: Plan) -> tuple[float, float, float, float]:
+def attention_kernel(cfg, plan: Plan, cuda: bool) -> str:
+    """Returns which attention kernel runs the LLM, as it decides what is stored for backward:
+    ``fused`` (flash / cuDNN / memory-efficient: q, k, v, out and the log-sum-exp), ``math``
+    (SDPA's reference path: the scaled q, the GQA-expanded k and v, and the softmax output, a*s per
+    token) or ``eager`` (our written-out attention).
+
+    SDPA's dispatch (``aten/src/ATen/native/transformers/cuda/sdp_utils.cpp``): flash takes fp16/bf16
+    with head_dim <= 256 and grouped-query heads; the memory-efficient kernel takes fp32 but (torch
+    2.11) not grouped-query heads, so fp32 with n_kv_heads < n_heads falls back to math on CUDA —
+    measured on an H100 (``../shared/measurements``: +1.2 GB on the small preset, fp32, seq 512).
+    On CPU, SDPA's flash kernel takes fp32 too."""
+    if plan.attention == "eager":
+        return "eager"
+    if plan.attention == "flash_attn" or not cuda:
+        return "fused"
+    c = cfg.llm
+    low_precision = plan.precision != "fp32"
+    if low_precision and c.head_dim <= 256:
+        return "fused"
+    return "fused" if c.n_kv_heads == c.n_heads else "math"
+
+
+def _llm_activation_elements(cfg, b: int, s: int, plan: Plan, kernel: str = "fused"
+                             ) -> tuple[float, float, float, float]:
     """Returns the LLM's per-micro-batch activation elements of one layer that may be stored in
     16 bit, those kept in fp32, the number of layers, and the elements of the fp32 log-softmax of
-    the next-token loss (see the module docstring for each term)."""
+    the next-token loss (see the module docstring for each term); ``kernel`` from
+    :func:`attention_kernel`."""
     c = cfg.llm
     h, hkv, inter, a, L = c.hidden, c.n_kv_heads * c.head_dim, c.intermediate, c.n_heads, c.n_layers
     # per token, per layer: low-precision-able part and fp32-kept part
     low = 2 * h + (2 * h + 2 * hkv) + 4 * inter  # weighted norm outputs, SDPA q/k/v/out, SwiGLU
     f32 = 2 * (2 * h + 1) + a  # two RMSNorms (input, normalised output, rstd), log-sum-exp
-    if plan.attention == "eager":
-        low += 2 * a * s  # attention probabilities and softmax output per token
+    if plan.precision in ("bf16-mixed", "fp16-mixed") and plan.llm_adapter == "none":
+        # autocast casts a non-leaf input separately for every op that consumes it (only leaves are
+        # cached): q, k and v each save their own 16-bit copy of the norm output, gate and up too
+        low += 3 * h
+    if kernel in ("eager", "math"):
+        low += 2 * a * s if kernel == "eager" else a * s  # probabilities (+ eager's pre-softmax copy)
+        if kernel == "math":  # scaled q and expanded k, v replace q, k, v; no log-sum-exp
+            low += 3 * h - (h + 2 * hkv)
+            f32 -= a
     if plan.llm_adapter != "none":
         # peft LoRA on a frozen base: the base linears save no inputs (no weight gradients), but each
         # adapter's lora_A saves its own (dropout) input: q, k, v, gate, up each a copy of a norm
@@ -346,14 +484,15 @@ def _gat_bytes(n: int, e: int, f_in: int, c: int, heads: int, dtype_bytes: int) 
     return (dtype_bytes * n * f_in + 3 * dtype_bytes * e_prime * heads * c + 12 * e_prime * heads + 16 * e_prime)
 
 
-def activation_bytes(cfg, plan: Plan, batch: BatchShape) -> tuple[dict[str, float], float]:
-    """Returns (stored activation bytes per component, recompute-peak bytes) for one micro-batch."""
+def activation_bytes(cfg, plan: Plan, batch: BatchShape, cuda: bool = False) -> tuple[dict[str, float], float]:
+    """Returns (stored activation bytes per component, recompute-peak bytes) for one micro-batch
+    (``cuda`` selects the attention kernel CUDA would run, see :func:`attention_kernel`)."""
     low_b = 4 if plan.precision == "fp32" else 2
     b, s = batch.micro_batch_size, batch.seq_len
     out: dict[str, float] = {}
 
     # LLM
-    low, f32, n_layers, loss_elems = _llm_activation_elements(cfg, b, s, plan)
+    low, f32, n_layers, loss_elems = _llm_activation_elements(cfg, b, s, plan, attention_kernel(cfg, plan, cuda))
     per_layer = low * low_b + f32 * 4
     h = cfg.llm.hidden
     if plan.activation_checkpointing:
@@ -498,11 +637,10 @@ def estimate(cfg, plan: Plan, batch: BatchShape, hardware: Optional[Hardware] = 
         grads += n_lora * 4
         opt += n_lora * optimizer_state_bytes_per_param(plan.optimizer, 1 << 20)
 
-    acts, recompute = activation_bytes(cfg, plan, batch)
+    cuda = hardware.device is not None
+    acts, recompute = activation_bytes(cfg, plan, batch, cuda)
     device = {"parameters": weights / shard, "gradients": grads / shard, "optimizer": opt / shard,
               "master_fp32": 0.0, "activations": sum(acts.values()), "recompute_peak": recompute}
-    # the gradient of the LM logits exists at the start of backward next to the stored activations
-    device["logits_grad_peak"] = batch.micro_batch_size * (batch.seq_len - 1) * cfg.llm.vocab_size * 4
     host = {"process_overhead": HOST_PROCESS_BYTES * ws, "dataset": dataset_bytes * ws}
     comm = 0.0
     if plan.sharding == "ddp" and ws > 1:
@@ -519,14 +657,108 @@ def estimate(cfg, plan: Plan, batch: BatchShape, hardware: Optional[Hardware] = 
     elif plan.cpu_offload == "params_optimizer":
         host["params_grads_optimizer_offload"] = weights + grads + opt
         device["parameters"] = device["gradients"] = device["optimizer"] = 0.0
-    if hardware.device is not None:
-        tensors = sum(device.values())
-        device["allocator_fragmentation"] = FRAGMENTATION * tensors
-        device["cuda_context"] = CUDA_CONTEXT_BYTES
+    phases = step_phases(cfg, plan, batch, device, acts, cuda, n_tensors=len(inv))
+    peak_phase = max(phases, key=lambda k: sum(phases[k].values()))
+    overheads = {}
+    if cuda:
+        overheads = {"allocator_fragmentation": FRAGMENTATION * sum(phases[peak_phase].values()),
+                     "cuda_context": CUDA_CONTEXT_BYTES}
     fl = flops_per_sample(cfg, batch, plan)
     samples = batch.micro_batch_size * batch.grad_accum_steps * ws
     return Estimate(plan, batch, device, host, acts, counts, trainable, sum(fl.values()) * samples,
-                    batch.seq_len * samples)
+                    batch.seq_len * samples, phases, peak_phase, overheads)
+
+
+def input_bytes(cfg, batch: BatchShape) -> float:
+    """Bytes of one micro-batch on the device: token ids and mask (int64), the datacube (fp32),
+    graph node features (fp32), edge index and batch vector (int64), spectrum and catalog rows."""
+    dc, b = cfg.datacube, batch.micro_batch_size
+    per_sample = (2 * batch.seq_len * 8 + dc.variables * dc.levels * dc.lat * dc.lon * 4
+                  + batch.graph_nodes * (cfg.graph.node_features * 4 + 8) + batch.graph_edges * 16
+                  + cfg.fusion.spectrum_bins * 4 + 2 * cfg.fusion.catalog_features * 4)
+    return b * per_sample
+
+
+def step_phases(cfg, plan: Plan, batch: BatchShape, device: dict[str, float], acts: dict[str, float],
+                cuda: bool, n_tensors: int = 0) -> dict[str, dict[str, float]]:
+    """Returns the bytes live on one device, by named term, at the four moments of a training step
+    where the peak can fall (the estimate's peak is the largest):
+
+    - ``forward end``: persistent states (weights, optimizer state; gradients too from the second
+      micro-batch of an accumulation on), every stored activation, and autocast's whole cast cache —
+      it is cleared only when the autocast region exits, so with checkpointing it still holds the
+      recomputed blocks' casts here.
+    - ``backward start``: as above with only the casts autograd saved, plus the larger of the loss
+      gradient (fp32 logits) and one LLM layer's backward transients (below).
+    - ``end of LLM backward``: the LLM runs last in forward, so its backward runs first (the
+      autograd engine takes the highest sequence number first); when its first block is
+      back-propagated, all gradients exist, the other encoders' activations and casts are still
+      stored, and the block's own activations (recomputed under checkpointing), its 16-bit weights
+      and its transients are live.
+    - ``optimizer step``: weights, gradients and state, plus the optimizer's temporaries (none for
+      fused AdamW on CUDA or bitsandbytes' 8-bit kernels; the unfused AdamW on CPU builds
+      ``exp_avg_sq.sqrt() / bias_correction`` per tensor, two copies of the largest one).
+
+    One LLM layer's backward transients: the gradients of SwiGLU's gate, up and product (3*I per
+    token, compute dtype) and of the fp32 residual stream in and out (2h); with the math or eager
+    attention kernel instead the gradients of the probabilities and of the scores (2*a*s per
+    token), if larger; in mixed precision plus the 16-bit gradient of the largest weight before it
+    is cast and accumulated into the fp32 ``.grad``. Allocator rounding: the caching allocator
+    rounds each block up to 512 bytes (on average 256 per tensor of parameters, gradients and state).
+    """
+    b, s = batch.micro_batch_size, batch.seq_len
+    c = cfg.llm
+    low_b = 4 if plan.precision == "fp32" else 2
+    kernel = attention_kernel(cfg, plan, cuda)
+    low, f32, n_layers, _ = _llm_activation_elements(cfg, b, s, plan, kernel)
+    llm_layer = low * low_b + f32 * 4
+    weights, opt, grads = device["parameters"], device["optimizer"], device["gradients"]
+    comm = device.get("communication", 0.0)
+    stored = sum(acts.values())
+    stored_other = stored - acts.get("llm", 0.0)
+    frozen_llm = plan.llm_adapter != "none"
+    # FSDP2 gathers 16-bit parameters itself (MixedPrecisionPolicy): nothing for autocast to cast
+    mixed = plan.precision in ("bf16-mixed", "fp16-mixed") and plan.sharding != "fsdp2"
+    cast = dict(cast_parameters(cfg))
+    if frozen_llm:  # a frozen base is already 16-bit / NF4: only the adapters are cast
+        cast["llm_blocks"] = _lora_parameters(cfg, plan.lora_rank)
+    ckpt = plan.activation_checkpointing
+    cache_all = 2.0 * sum(cast.values()) if mixed else 0.0
+    cache_saved = 2.0 * (cast["other"] + (0 if ckpt else cast["llm_blocks"] + cast["datacube_checkpointed"])) \
+        if mixed else 0.0
+    cache_other = 2.0 * (cast["other"] + (0 if ckpt else cast["datacube_checkpointed"])) if mixed else 0.0
+    block_cast = 2.0 * cast["llm_blocks"] / max(n_layers, 1) if mixed else 0.0
+
+    h, inter, a = c.hidden, c.intermediate, c.n_heads
+    mlp = b * s * (3 * inter * low_b + 2 * h * 4)
+    attn = 2 * a * s * s * b * low_b if kernel in ("math", "eager") else 0.0
+    wgrad = 2.0 * max(h * inter, h * c.n_heads * c.head_dim) if mixed and not frozen_llm else 0.0
+    layer_transient = (max(mlp, attn) + wgrad) if n_layers else 0.0
+    loss_grad = b * (s - 1) * c.vocab_size * 4
+    first_block = llm_layer + (b * s * h * 4 if ckpt else 0.0)  # + its recomputation input
+    opt_temp = 0.0
+    if not cuda and plan.optimizer == "adamw" and plan.cpu_offload == "none":
+        opt_temp = 2 * 4 * max(_largest_parameter(cfg), 0)
+    grads_in_accumulation = grads if batch.grad_accum_steps > 1 else 0.0
+    rounding = 256.0 * n_tensors * (2 + (2 if opt else 0))
+    inputs = input_bytes(cfg, batch)
+    common = {"parameters": weights, "optimizer": opt, "communication": comm, "inputs": inputs,
+              "allocator_rounding": rounding}
+    return {
+        "forward end": {**common, "gradients": grads_in_accumulation, "activations": stored,
+                        "autocast_weight_cache": cache_all},
+        "backward start": {**common, "gradients": grads_in_accumulation, "activations": stored,
+                           "autocast_weight_cache": cache_saved,
+                           "backward_transients": max(loss_grad, layer_transient)},
+        "end of LLM backward": {**common, "gradients": grads, "activations": stored_other + first_block,
+                                "autocast_weight_cache": cache_other + block_cast,
+                                "backward_transients": layer_transient},
+        "optimizer step": {**common, "gradients": grads, "optimizer_step_temporaries": opt_temp},
+    }
+
+
+def _largest_parameter(cfg) -> int:
+    return max((n for _, _, n in parameter_inventory(cfg)), default=0)
 
 
 def _largest_block_params(cfg) -> int:
@@ -624,8 +856,10 @@ def check_fit(est: Estimate, hardware: Hardware) -> list[str]:
     if hardware.device is not None:
         cap = DEVICE_LIMIT * hardware.device.memory_bytes
         if est.device_total > cap:
-            reasons.append(f"{est.device_total / GB:.1f} GB per device > {100 * DEVICE_LIMIT:.0f}% of "
-                           f"{hardware.device.memory_bytes / GB:.0f} GB")
+            term, value, shrink = est.dominant()
+            reasons.append(f"{est.device_total / GB:.1f} GB per device (peak reserved + CUDA context, at "
+                           f"{est.peak_phase}) > {100 * DEVICE_LIMIT:.0f}% of {hardware.device.memory_bytes / GB:.0f} GB; "
+                           f"largest term {term} {value / GB:.1f} GB ({shrink})")
     host_cap = HOST_LIMIT * hardware.host_ram_bytes
     host = est.host_total + (est.device_total if hardware.device is None else 0.0)  # CPU: one memory
     if host > host_cap:
@@ -821,7 +1055,7 @@ def preflight(cfg, plan: Plan, batch: BatchShape, hardware: Hardware, mfu: float
     reasons = check_fit(est, hardware)
     if not reasons:
         return est
-    breakdown = ", ".join(f"{k} {v / GB:.2f}" for k, v in est.device.items() if v)
+    breakdown = ", ".join(f"{k} {v / GB:.2f}" for k, v in est.breakdown.items() if v)
     fitting = [v for v in plans(cfg, hardware, batch, mfu) if v.fits][:3]
     alternatives = "; ".join(f"{v.estimate.plan.name} ({v.estimate.device_total / GB:.1f} GB/device)"
                              for v in fitting) or "none: use a smaller model preset or more/larger devices"
@@ -837,7 +1071,295 @@ SEEDS_BATCH = BatchShape(micro_batch_size=1, seq_len=512, grad_accum_steps=32)
 
 
 def breakdown_table(estimates: list[Estimate]) -> "pd.DataFrame":  # noqa: F821
-    """Returns GB per device by category (rows: plans) for a stacked bar chart."""
+    """Returns GB per device by term at each plan's peak, overheads included (rows: plans), for a
+    stacked bar chart."""
     import pandas as pd
 
-    return pd.DataFrame({e.plan.name: {k: v / GB for k, v in e.device.items()} for e in estimates}).T.fillna(0.0)
+    return pd.DataFrame({e.plan.name: {k: v / GB for k, v in e.breakdown.items()} for e in estimates}).T.fillna(0.0)
+
+
+# --------------------------------------------------------------------------- measured probe
+
+PROBE_STACKS = {"llm": "llm", "datacube_vit": "datacube", "graph": "graph", "fusion": "fusion"}
+
+
+def depth_reduced(cfg, depths: dict[str, int]):
+    """Returns a copy of ``cfg`` with the named repeated stacks (:data:`PROBE_STACKS`: LLM decoder
+    blocks, datacube ViT layers, GATv2 layers, fusion layers) at the given depths, widths unchanged."""
+    out = dataclasses.replace(cfg)
+    for stack, depth in depths.items():
+        attr = PROBE_STACKS[stack]
+        setattr(out, attr, dataclasses.replace(getattr(cfg, attr), n_layers=int(depth)))
+    return out
+
+
+@dataclass
+class ProbeResult:
+    """A measured memory probe: per-run measurements of depth-reduced copies and their linear
+    extrapolation in depth to the full model (bytes)."""
+
+    device: str
+    full_depths: dict[str, int]
+    runs: list[dict[str, Any]]  # {"depths": {...}, quantity: bytes, ...}
+    extrapolated: dict[str, float]
+
+    @property
+    def peak_allocated(self) -> Optional[float]:
+        """CUDA: the larger of the extrapolated forward+backward and optimizer-step peaks."""
+        e = self.extrapolated
+        return max(e["forward_backward_peak"], e["optimizer_step_peak"]) if "forward_backward_peak" in e else None
+
+    @property
+    def peak_reserved(self) -> Optional[float]:
+        return self.extrapolated.get("peak_reserved")
+
+    @property
+    def comparable(self) -> float:
+        """States + stored activations (what :func:`measure` observes on CPU), extrapolated."""
+        return sum(self.extrapolated.get(k, 0.0) for k in ("parameters", "gradients", "optimizer", "activations"))
+
+    def table(self) -> "pd.DataFrame":  # noqa: F821
+        import pandas as pd
+
+        rows = [{**{f"depth {k}": v for k, v in r["depths"].items()},
+                 **{k: v / GB for k, v in r.items() if k != "depths"}} for r in self.runs]
+        rows.append({**{f"depth {k}": v for k, v in self.full_depths.items()},
+                     **{k: v / GB for k, v in self.extrapolated.items()}, "extrapolated": True})
+        return pd.DataFrame(rows)
+
+
+def _to_device(batch: dict[str, Any], device) -> dict[str, Any]:
+    return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
+
+
+def _probe_cuda_run(model, batch, plan: Plan, steps: int, grad_accum_steps: int, base_alloc: int,
+                    base_reserved: int) -> dict[str, float]:
+    import torch
+
+    from astrobio_lib.optim import build_optimizer
+    from astrobio_lib.train.loop import autocast_for
+
+    device = next(model.parameters()).device
+    opt = build_optimizer(model, plan.optimizer, lr=1e-4)
+    fb = st = reserved = 0
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(grad_accum_steps):
+            with autocast_for(plan.precision, device):
+                out = model(batch)
+            out["loss"].backward()
+        torch.cuda.synchronize(device)
+        fb = torch.cuda.max_memory_allocated(device) - base_alloc
+        reserved = max(reserved, torch.cuda.max_memory_reserved(device) - base_reserved)
+        torch.cuda.reset_peak_memory_stats(device)
+        opt.step()
+        torch.cuda.synchronize(device)
+        st = torch.cuda.max_memory_allocated(device) - base_alloc
+        reserved = max(reserved, torch.cuda.max_memory_reserved(device) - base_reserved)
+    persistent = torch.cuda.memory_allocated(device) - base_alloc  # weights, gradients, state
+    del opt
+    return {"forward_backward_peak": float(fb), "optimizer_step_peak": float(st), "peak_reserved": float(reserved),
+            "persistent_after_step": float(persistent)}
+
+
+def probe(cfg, plan: Plan, batch: dict[str, Any], device: Any = None, steps: int = 2, grad_accum_steps: int = 1,
+          seed: int = 0) -> ProbeResult:
+    """Measures the memory of training ``cfg`` with ``plan`` on this machine without building the
+    full model: runs ``steps`` real training steps (forward, backward, optimizer step) of
+    depth-reduced copies — every repeated stack at depth 1, then each stack in turn at depth 2,
+    widths unchanged — and extrapolates every measured quantity linearly in each stack's depth:
+    ``q(full) = q(1) + sum_s (L_s - 1) * (q(s at 2) - q(1))`` (exact when the layers of a stack are
+    alike, as ours are: the first GATv2 layer differs, which the depth-1 run absorbs).
+
+    On CUDA it measures, after ``torch.cuda.empty_cache``, the forward+backward peak and the
+    optimizer-step peak of ``max_memory_allocated`` and the peak of ``max_memory_reserved`` (each
+    relative to before the model was built); the predicted peak is the larger extrapolated phase.
+    On CPU there is no allocator peak: it measures what :func:`measure` sees (parameter, gradient
+    and optimizer-state bytes, saved activations), so the extrapolation is tested in CI.
+    ``batch`` is one real micro-batch (moved to ``device``).
+
+    Raises:
+        ValueError: a LoRA/QLoRA or FSDP2 plan (the probe builds the plain model on one device;
+            those plans use the analytical estimate), or ``steps`` < 1.
+    """
+    import gc
+
+    import torch
+
+    from astrobio_lib.models.fusion import build_model
+
+    if plan.llm_adapter != "none" or plan.sharding == "fsdp2" or plan.cpu_offload != "none":
+        raise ValueError(f"memory.probe: plan '{plan.name}' is not probed (it builds the plain model on one "
+                         "device, without adapters, FSDP2 or offload); use memory.estimate for it")
+    if steps < 1:
+        raise ValueError(f"memory.probe: steps={steps}: must be >= 1")
+    device = torch.device(device) if device is not None else (
+        torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    full = {k: getattr(cfg, attr).n_layers for k, attr in PROBE_STACKS.items()}
+    base = {k: 1 for k in full}
+    configs = [dict(base)] + [{**base, k: 2} for k, n in full.items() if n > 1]
+    batch = _to_device(batch, device)
+    runs = []
+    for depths in configs:
+        small = depth_reduced(cfg, depths)
+        if device.type == "cuda":
+            gc.collect()
+            torch.cuda.empty_cache()
+            torch.cuda.synchronize(device)
+            base_alloc, base_reserved = torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device)
+            model = build_model(small, seed=seed).to(device)
+            model.train()
+            if plan.precision == "bf16":
+                model = model.to(torch.bfloat16)
+            q = _probe_cuda_run(model, batch, plan, steps, grad_accum_steps, base_alloc, base_reserved)
+        else:
+            model = build_model(small, seed=seed)
+            model.train()
+            m = measure(model, batch, plan)
+            q = {k: float(m.device[k]) for k in ("parameters", "gradients", "optimizer", "activations")}
+        del model
+        runs.append({"depths": depths, **q})
+    first = runs[0]
+    extrapolated = {}
+    for key in (k for k in first if k != "depths"):
+        value = first[key]
+        for run in runs[1:]:
+            stack = next(k for k, d in run["depths"].items() if d == 2)
+            value += (full[stack] - 1) * (run[key] - first[key])
+        extrapolated[key] = value
+    if device.type == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return ProbeResult(name, full, runs, extrapolated)
+
+
+def measure_step_peak(cfg, plan: Plan, batch: dict[str, Any], steps: int = 2, grad_accum_steps: int = 1,
+                      seed: int = 0, device: Any = "cuda") -> dict[str, float]:
+    """Builds the full model on a CUDA device and returns the measured peaks of ``steps`` training
+    steps (forward+backward and optimizer-step ``max_memory_allocated``, ``max_memory_reserved``),
+    relative to before the model was built — the numbers the estimate and the probe predict.
+
+    Raises:
+        RuntimeError: no CUDA device.
+    """
+    import gc
+
+    import torch
+
+    from astrobio_lib.models.fusion import build_model
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("measure_step_peak needs a CUDA device (on CPU use memory.measure)")
+    device = torch.device(device)
+    gc.collect()
+    torch.cuda.empty_cache()
+    base_alloc, base_reserved = torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device)
+    model = build_model(cfg, seed=seed).to(device)
+    if plan.precision == "bf16":
+        model = model.to(torch.bfloat16)
+    try:
+        q = _probe_cuda_run(model, _to_device(batch, device), plan, steps, grad_accum_steps, base_alloc, base_reserved)
+    finally:
+        del model
+        gc.collect()
+        torch.cuda.empty_cache()
+    return {**q, "peak_allocated": max(q["forward_backward_peak"], q["optimizer_step_peak"])}
+
+
+def this_machine(hardware: Hardware) -> tuple[bool, str]:
+    """Returns whether this machine is the configured hardware (the probe measures only the device
+    it runs on) and a sentence saying which device is present."""
+    import torch
+
+    present = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    known = device_for_name(present) if present else None
+    if hardware.device is None:
+        return True, "configured for CPU" + (f" (a {present} is present too; the CPU is probed)" if present else "")
+    if present is None:
+        return False, (f"configured for {hardware.device.name} but this machine has no CUDA GPU: the probe runs "
+                       f"on the pod (run this notebook there)")
+    if known is None or known.name != hardware.device.name:
+        return False, (f"configured for {hardware.device.name} but this machine has a {present}: the probe "
+                       f"measures the device it runs on, so it is skipped here")
+    return True, f"configured for {hardware.device.name} and this machine has one ({present})"
+
+
+def compare_on_this_machine(cfg, plan: Plan, batch: dict[str, Any], shape: BatchShape, hardware: Hardware,
+                            full_step: bool = True, steps: int = 2) -> "pd.DataFrame":  # noqa: F821
+    """Returns the analytical estimate, the probe and (``full_step``) a measurement of the full model
+    side by side for the device this runs on: on CUDA peak allocated / reserved of a training
+    step; on CPU states + saved activations (the CPU has no allocator peak). Errors are relative to
+    the full measurement when there is one."""
+    import pandas as pd
+    import torch
+
+    cuda = torch.cuda.is_available() and hardware.device is not None
+    est = estimate(cfg, plan, shape, hardware)
+    pr = probe(cfg, plan, batch, device="cuda" if cuda else "cpu", steps=steps, grad_accum_steps=shape.grad_accum_steps)
+    if cuda:
+        rows = [{"source": "analytical estimate", "peak_allocated_GB": est.peak_allocated / GB,
+                 "peak_reserved_GB": est.peak_reserved / GB, "peak_phase": est.peak_phase},
+                {"source": f"probe (depth 1-2, extrapolated) on {pr.device}", "peak_allocated_GB": pr.peak_allocated / GB,
+                 "peak_reserved_GB": pr.peak_reserved / GB}]
+        if full_step:
+            m = measure_step_peak(cfg, plan, batch, steps=steps, grad_accum_steps=shape.grad_accum_steps)
+            rows.append({"source": "measured (full model)", "peak_allocated_GB": m["peak_allocated"] / GB,
+                         "peak_reserved_GB": m["peak_reserved"] / GB})
+        key = "peak_allocated_GB"
+    else:
+        from astrobio_lib.models.fusion import build_model
+
+        rows = [{"source": "analytical estimate", "states_and_saved_activations_GB": est.measured_comparable / GB},
+                {"source": "probe (depth 1-2, extrapolated) on cpu", "states_and_saved_activations_GB": pr.comparable / GB}]
+        if full_step:
+            model = build_model(cfg, seed=0)
+            model.train()
+            rows.append({"source": "measured (full model)",
+                         "states_and_saved_activations_GB": measure(model, batch, plan).comparable / GB})
+            del model
+        key = "states_and_saved_activations_GB"
+    table = pd.DataFrame(rows)
+    if full_step:
+        ref = table[key].iloc[-1]
+        table["error_%"] = 100 * (table[key] / ref - 1)
+    return table
+
+
+# --------------------------------------------------------------------------- micro_batch_size: auto
+
+
+def auto_micro_batch(cfg, plan: Plan, seq_len: int, batch_size: int, hardware: Hardware,
+                     graph_nodes: int = 72, graph_edges: int = 455) -> tuple[int, int, str]:
+    """Returns (micro-batch, accumulation steps, a sentence saying why) for ``micro_batch_size: auto``:
+    the largest micro-batch that divides ``batch_size`` (so the effective batch stays exactly
+    ``batch_size`` per process) and whose estimate fits ``hardware`` (:func:`check_fit`: peak
+    reserved + CUDA context within 90% of the GPU; on CPU, host memory within 85% of the RAM).
+
+    Raises:
+        MemoryBudgetError: not even a micro-batch of 1 fits (the message gives its estimate).
+        ValueError: ``batch_size`` < 1.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: must be >= 1")
+    divisors = [m for m in range(batch_size, 0, -1) if batch_size % m == 0]
+    tried = []
+    for m in divisors:
+        est = estimate(cfg, plan, BatchShape(m, seq_len, batch_size // m, graph_nodes, graph_edges), hardware)
+        reasons = check_fit(est, hardware)
+        if not reasons:
+            bigger = (f"; {tried[-1][0]} would need {tried[-1][1] / GB:.2f} GB" if tried else
+                      " (the whole batch fits in one micro-batch)")
+            where = "per device" if hardware.device else "of host memory"
+            return m, batch_size // m, (f"micro_batch_size auto: {m} x {batch_size // m} accumulation = batch_size "
+                                        f"{batch_size} on {hardware.name}: the largest divisor of {batch_size} whose "
+                                        f"estimate fits ({_fit_need(est, hardware) / GB:.2f} GB {where}{bigger})")
+        tried.append((m, _fit_need(est, hardware), reasons))
+    raise MemoryBudgetError(f"micro_batch_size auto: not even a micro-batch of 1 fits {hardware.name}: "
+                            f"{'; '.join(tried[-1][2])}. Choose a smaller model preset, a shorter text_max_len, "
+                            f"activation_checkpointing or another plan (see 02_memory_budget)")
+
+
+def _fit_need(est: Estimate, hardware: Hardware) -> float:
+    return est.device_total if hardware.device is not None else est.host_total + est.device_total

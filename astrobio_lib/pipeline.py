@@ -61,7 +61,7 @@ DEFAULT_NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 STATE_FILE = "pipeline_state.json"
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Names an annotation in a parameters cell may use.
-_ANNOTATION_NAMESPACE = {"Optional": typing.Optional, "List": typing.List, "Tuple": typing.Tuple,
+_ANNOTATION_NAMESPACE = {"Optional": typing.Optional, "Union": typing.Union, "List": typing.List, "Tuple": typing.Tuple,
                          "Any": typing.Any, "int": int, "float": float, "str": str, "bool": bool}
 
 

@@ -24,7 +24,7 @@
 # configurations. Memory is **per device**: two 24 GB GPUs are not one 48 GB GPU.
 
 # %%
-from typing import Optional  # the parameters cell's annotations need it
+from typing import Optional, Union  # the parameters cell's annotations need them
 
 # %% tags=["parameters"]
 run_dir: str = "outputs/notebook_defaults"  # run folder: every product of the run is written here (relative: inside the repo)
@@ -37,11 +37,13 @@ gpu_memory_gb: float = 0.0  # memory per device in GB (0 on CPU: host RAM applie
 host_ram_gb: Optional[float] = None  # host RAM of the target machine in GB; None: this machine's
 mfu: float = 0.35  # assumed model FLOPs utilisation for time estimates
 max_steps: int = 100  # optimizer steps to run
-micro_batch_size: int = 4  # samples per forward/backward pass
+micro_batch_size: Union[int, str] = 4  # samples per forward/backward pass, or auto: the largest that fits the memory budget, keeping batch_size
 grad_accum_steps: int = 4  # micro-batches accumulated per optimizer step
+batch_size: Optional[int] = None  # samples per optimizer step per process that micro_batch_size: auto keeps (accumulation: batch_size over the chosen micro-batch)
 precision: str = "fp32"  # fp32 | bf16-mixed | fp16-mixed | bf16
 optimizer: str = "adamw"  # adamw | adamw8bit | paged_adamw8bit
 activation_checkpointing: bool = False  # recompute activations per block in backward
+attention: str = "auto"  # LLM attention: auto (flash-attn when installed, on CUDA in bf16/fp16; else SDPA) | sdpa | flash_attn | eager
 sharding: str = "none"  # none | ddp | fsdp2
 cpu_offload: str = "none"  # none | optimizer | params_optimizer (FSDP2 CPUOffloadPolicy)
 llm_adapter: str = "none"  # train the LLM fully (none) or through lora / qlora adapters
@@ -53,6 +55,7 @@ lora_targets: str = "q_proj,k_proj,v_proj,o_proj,gate,up,down"  # comma-separate
 force_plan: bool = False  # run a plan the memory budget says does not fit (expect out-of-memory errors)
 
 # %%
+import dataclasses
 import json
 from pathlib import Path
 
@@ -89,7 +92,12 @@ else:
 plan = memory.Plan(precision=cfg.train.precision, optimizer=cfg.train.optimizer,
                    activation_checkpointing=cfg.train.activation_checkpointing, sharding=cfg.train.sharding,
                    world_size=cfg.hardware.gpus_per_node, cpu_offload=cfg.train.cpu_offload,
-                   llm_adapter=cfg.train.llm_adapter, lora_rank=cfg.train.lora_rank, lora_dropout=cfg.train.lora_dropout)
+                   llm_adapter=cfg.train.llm_adapter, lora_rank=cfg.train.lora_rank, lora_dropout=cfg.train.lora_dropout,
+                   attention=model_cfg.llm.attention)
+if cfg.train.micro_batch_size == "auto":  # the trainer resolves it the same way (03_training logs it)
+    mb, accum, why = memory.auto_micro_batch(model_cfg, plan, cfg.data.text_max_len, cfg.train.batch_size, hw)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, micro_batch_size=mb, grad_accum_steps=accum))
+    print(why)
 batch = memory.BatchShape(cfg.train.micro_batch_size, cfg.data.text_max_len, cfg.train.grad_accum_steps)
 print(f"target: {hw.name}, host RAM {hw.host_ram_bytes / 1e9:.0f} GB · preset {cfg.model.model_preset} · "
       f"plan: {plan.name} · micro-batch {batch.micro_batch_size} x {batch.seq_len} tokens x {batch.grad_accum_steps} accumulation")
@@ -116,7 +124,16 @@ pd.DataFrame(counts).rename_axis("component").map(lambda n: f"{n:,}")
 chosen = memory.estimate(model_cfg, plan, batch, hw)
 reasons = memory.check_fit(chosen, hw)
 timing = memory.time_per_step(chosen, hw, cfg.hardware.mfu) if hw.device else None
-table = pd.DataFrame({"per device GB": {k: round(v / 1e9, 3) for k, v in chosen.device.items()}})
+# GB live per device at each moment of a step where the peak can fall; the largest column is the peak
+table = (pd.DataFrame({phase: {k: v / 1e9 for k, v in terms.items()} for phase, terms in chosen.phases.items()})
+         .fillna(0.0).round(3))
+table.loc["total (allocated)"] = table.sum()
+table = table.rename(columns={chosen.peak_phase: f"{chosen.peak_phase} (PEAK)"})
+term, value, shrink = chosen.dominant()
+print(f"peak of a step: {chosen.peak_allocated / 1e9:.2f} GB allocated at '{chosen.peak_phase}'"
+      + (f", {chosen.peak_reserved / 1e9:.2f} GB reserved (+{memory.FRAGMENTATION:.0%} fragmentation allowance), "
+         f"{chosen.device_total / 1e9:.2f} GB with the CUDA context" if hw.device else " (host memory on CPU)")
+      + f"; largest term: {term} {value / 1e9:.2f} GB — shrink it with {shrink}")
 print(f"per device: {chosen.device_total / 1e9:.2f} GB; host: {chosen.host_total / 1e9:.1f} GB "
       f"({', '.join(f'{k} {v / 1e9:.1f}' for k, v in chosen.host.items())}); "
       + ("FITS" if not reasons else "DOES NOT FIT: " + "; ".join(reasons)))
@@ -243,6 +260,35 @@ print("no dataset in this run folder: run 01_data_validation first" if measured.
 measured
 
 # %% [markdown]
+# ## The probe: this run's model, measured on this machine
+# `memory.probe` trains depth-reduced copies of the run's model (each repeated stack at 1 and 2
+# layers, same widths) for two real steps and extrapolates every measured quantity linearly in depth.
+# On a GPU it measures the allocator's peaks (allocated, reserved); on a CPU the state and saved-activation
+# bytes. It runs only when this machine is the configured one; where the full model fits, one real step
+# of it is measured beside the probe and the estimate.
+
+# %%
+same_machine, machine_note = memory.this_machine(hw)
+print(machine_note)
+probe_table = pd.DataFrame()
+if not full:
+    print("no dataset in this run folder: run 01_data_validation first")
+elif not same_machine:
+    print("probe skipped: the analytical estimate above is the only figure for the configured GPU")
+elif memory.not_runnable(plan, bool(cfg.model.llm_checkpoint)) or plan.llm_adapter != "none" or plan.sharding == "fsdp2":
+    print(f"probe skipped: plan '{plan.name}' builds adapters or shards the model; the probe builds the plain model")
+else:
+    mb = cfg.train.micro_batch_size
+    b = Collate(ds.graphs)((full * mb)[:mb])
+    shape = memory.BatchShape(mb, b["text_ids"].shape[1], cfg.train.grad_accum_steps, b["graph"].num_nodes // mb,
+                              b["graph"].edge_index.shape[1] // mb)
+    one_device = dataclasses.replace(plan, sharding="none", world_size=1)  # the probe measures one device
+    fits_whole = chosen.device_total < 0.8 * (hw.device.memory_bytes if hw.device else hw.host_ram_bytes)
+    print(f"probing plan '{one_device.name}', micro-batch {mb} x {shape.seq_len} tokens …", flush=True)
+    probe_table = memory.compare_on_this_machine(model_cfg, one_device, b, shape, hw, full_step=fits_whole)
+probe_table.round(4)
+
+# %% [markdown]
 # ## Verdict
 
 # %%
@@ -258,7 +304,8 @@ verdict = {
 (run_path / "memory_budget.json").write_text(json.dumps({
     "verdict": verdict, "chosen": chosen.to_dict(), "plans": plan_table.to_dict("records"),
     "seeds": {"estimate": seeds_est.to_dict(), "time": seeds_time.to_dict()},
-    "measured_vs_estimated": measured.to_dict("records")}, indent=2, default=str))
+    "measured_vs_estimated": measured.to_dict("records"), "probe": probe_table.to_dict("records"),
+    "probe_note": machine_note}, indent=2, default=str))
 print(f"memory verdict: plan '{plan.name}' on {hw.name} "
       + (f"FITS ({chosen.device_total / 1e9:.2f} GB per device)" if not reasons else f"DOES NOT FIT ({'; '.join(reasons)})")
       + f"; {len(fitting)} of {len(plan_table)} plans fit and are runnable. Seeds' target: at most {bound:.3f} "

@@ -25,7 +25,7 @@
 # subprocess and stream its log lines here.
 
 # %%
-from typing import Optional  # the parameters cell's annotations need it
+from typing import Optional, Union  # the parameters cell's annotations need them
 
 # %% tags=["parameters"]
 run_dir: str = "outputs/notebook_defaults"  # run folder: every product of the run is written here (relative: inside the repo)
@@ -37,8 +37,9 @@ gpu_memory_gb: float = 0.0  # memory per device in GB (0 on CPU: host RAM applie
 host_ram_gb: Optional[float] = None  # host RAM of the target machine in GB; None: this machine's
 force_plan: bool = False  # run a plan the memory budget says does not fit (expect out-of-memory errors)
 max_steps: int = 100  # optimizer steps to run
-micro_batch_size: int = 4  # samples per forward/backward pass
+micro_batch_size: Union[int, str] = 4  # samples per forward/backward pass, or auto: the largest that fits the memory budget, keeping batch_size
 grad_accum_steps: int = 4  # micro-batches accumulated per optimizer step
+batch_size: Optional[int] = None  # samples per optimizer step per process that micro_batch_size: auto keeps (accumulation: batch_size over the chosen micro-batch)
 learning_rate: float = 0.0003  # peak learning rate
 precision: str = "fp32"  # fp32 | bf16-mixed | fp16-mixed | bf16
 optimizer: str = "adamw"  # adamw | adamw8bit | paged_adamw8bit
@@ -58,6 +59,7 @@ warmup_steps: int = 10  # linear warmup steps (cosine and constant schedules)
 weight_decay: float = 0.01  # AdamW weight decay (not applied to norms and biases)
 grad_clip: float = 1.0  # clip the global gradient norm to this value (0: off)
 compile: str = "auto"  # torch.compile the repeated blocks (LLM, ViT, fusion layers): auto (on for CUDA) | on | off
+attention: str = "auto"  # LLM attention: auto (flash-attn when installed, on CUDA in bf16/fp16; else SDPA) | sdpa | flash_attn | eager
 val_every_steps: int = 25  # validate every N optimizer steps
 early_stopping_patience: int = 20  # stop after N validations without improvement
 checkpoint_every_steps: int = 25  # checkpoint every N optimizer steps
@@ -90,7 +92,7 @@ from astrobio_lib.report import completion_marker, data_banner, record_verdict, 
 from astrobio_lib.tracking import MetricsLog
 from astrobio_lib.train.checkpoint import read_manifest
 from astrobio_lib.train.launch import TrainingInterrupted, run_torchrun, write_params
-from astrobio_lib.train.loop import hardware_for, open_dataset, plan_for, train
+from astrobio_lib.train.loop import hardware_for, open_dataset, plan_for, train, with_batch
 from astrobio_lib.train.preemption import INTERRUPTED_EXIT
 
 cfg = config.from_namespace(globals())
@@ -113,6 +115,10 @@ print(f"{cfg.train.max_steps} steps x {cfg.train.micro_batch_size} x {cfg.train.
 # %%
 model_cfg = get_preset(cfg.model.model_preset, activation_checkpointing=cfg.train.activation_checkpointing)
 plan, hardware = plan_for(cfg, cfg.train.nproc), hardware_for(cfg)
+if cfg.train.micro_batch_size == "auto":  # as the trainer resolves it (it logs and records the numbers it used)
+    mb, accum, why = memory.auto_micro_batch(model_cfg, plan, text_max_len, cfg.train.batch_size, hardware)
+    print(why)
+    cfg = with_batch(cfg, mb, accum)
 try:
     estimate = memory.preflight(model_cfg, plan, memory.BatchShape(cfg.train.micro_batch_size, text_max_len,
                                                                    cfg.train.grad_accum_steps), hardware)

@@ -48,11 +48,31 @@ def parse_targets(text: str) -> list[str]:
     return sorted(set(names), key=TARGETS.index)
 
 
+def resolve_attention(attention: str, precision: str) -> tuple[str, str]:
+    """Returns (backend, why) for the ``attention`` parameter: ``auto`` takes flash-attn when it is
+    installed and a CUDA GPU trains in bf16/fp16 (flash-attn has no fp32 kernels), SDPA otherwise
+    (its own flash / memory-efficient kernels on CUDA, its fused CPU kernel on CPU); any other value
+    is used as given."""
+    if attention != "auto":
+        return attention, "as configured"
+    if not torch.cuda.is_available():
+        return "sdpa", "auto: no CUDA GPU"
+    if precision not in ("bf16", "bf16-mixed", "fp16-mixed"):
+        return "sdpa", f"auto: flash-attn has no {precision} kernels"
+    try:
+        import flash_attn
+    except Exception:  # noqa: BLE001 - an absent or broken install both mean: not usable
+        return "sdpa", "auto: flash-attn is not installed (pip install flash-attn on the pod to use it)"
+    return "flash_attn", f"auto: flash-attn {getattr(flash_attn, '__version__', '?')} installed, CUDA, {precision}"
+
+
 def model_config(flat: Mapping[str, Any]) -> MultimodalConfig:
-    """Returns the model configuration of a run: the preset, with the checkpoint's LLM when
-    ``llm_checkpoint`` is set (its context cut to the dataset's ``text_max_len`` when given)."""
+    """Returns the model configuration of a run: the preset (with the resolved ``attention``
+    backend), with the checkpoint's LLM when ``llm_checkpoint`` is set (its context cut to the
+    dataset's ``text_max_len`` when given)."""
     ckpt_on = bool(flat.get("activation_checkpointing", False))
-    cfg = get_preset(flat["model_preset"], activation_checkpointing=ckpt_on)
+    attention, _ = resolve_attention(flat.get("attention", "auto"), flat.get("precision", "fp32"))
+    cfg = get_preset(flat["model_preset"], attention=attention, activation_checkpointing=ckpt_on)
     if flat.get("llm_checkpoint"):
         from astrobio_lib.models import pretrained
 

@@ -14,6 +14,8 @@ asks it to: then it finishes the step, checkpoints within ``preempt_grace_s`` an
 
 from __future__ import annotations
 
+import collections
+import copy
 import dataclasses
 import json
 import logging
@@ -63,6 +65,8 @@ class TrainResult:
     checkpoint_stall_s: float = 0.0
     divergence_warnings: int = 0
     interrupted_by: Optional[str] = None
+    micro_batch_size: int = 0  # as trained (micro_batch_size: auto resolved)
+    grad_accum_steps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -132,7 +136,8 @@ def plan_for(cfg: Config, world_size: int) -> memory.Plan:
     t = cfg.train
     return memory.Plan(precision=t.precision, optimizer=t.optimizer, activation_checkpointing=t.activation_checkpointing,
                        sharding=t.sharding, world_size=world_size, cpu_offload=t.cpu_offload, llm_adapter=t.llm_adapter,
-                       lora_rank=t.lora_rank, lora_dropout=t.lora_dropout)
+                       lora_rank=t.lora_rank, lora_dropout=t.lora_dropout,
+                       attention=adapters.resolve_attention(t.attention, t.precision)[0])
 
 
 def input_dtype(precision: str) -> Optional[torch.dtype]:
@@ -230,6 +235,7 @@ def setup(cfg: Config, info: distributed.DistInfo, data_dir: Optional[Path] = No
     # ---- preflight: refuse a plan that does not fit, before allocating anything
     flat_cfg = cfg.flat()
     model_cfg = adapters.model_config(flat_cfg)  # the preset, with the pretrained LLM's architecture if any
+    log.info("attention: %s (%s)", model_cfg.llm.attention, adapters.resolve_attention(t.attention, t.precision)[1])
     source = (f"the LLM checkpoint {cfg.model.llm_checkpoint}" if cfg.model.llm_checkpoint
               else f"model_preset {cfg.model.model_preset}")
     if text_max_len > model_cfg.llm.max_seq_len:
@@ -243,6 +249,12 @@ def setup(cfg: Config, info: distributed.DistInfo, data_dir: Optional[Path] = No
                               f"(vocabulary {model_cfg.llm.vocab_size}): run 01_data_validation with the same "
                               f"llm_checkpoint")
     plan, hardware = plan_for(cfg, info.world_size), hardware_for(cfg)
+    auto_batch = t.micro_batch_size == "auto"
+    if auto_batch:  # the largest micro-batch that fits, accumulation keeping batch_size; recorded as numbers
+        mb, accum, why = memory.auto_micro_batch(model_cfg, plan, text_max_len, t.batch_size, hardware)
+        cfg = with_batch(cfg, mb, accum)
+        t, flat_cfg = cfg.train, cfg.flat()
+        log.info("%s", why)
     shape = memory.BatchShape(t.micro_batch_size, text_max_len, t.grad_accum_steps)
     try:
         est = memory.preflight(model_cfg, plan, shape, hardware)
@@ -252,6 +264,19 @@ def setup(cfg: Config, info: distributed.DistInfo, data_dir: Optional[Path] = No
         if not cfg.hardware.force_plan:
             raise
         log.warning("preflight says the plan does NOT fit, training anyway because force_plan is set: %s", exc)
+    if device.type == "cuda":
+        while True:
+            try:
+                probe_preflight(cfg, model_cfg, plan, shape, train_ds, device)
+                break
+            except memory.MemoryBudgetError:
+                smaller = [m for m in range(t.micro_batch_size - 1, 0, -1) if t.batch_size and t.batch_size % m == 0]
+                if not auto_batch or not smaller:
+                    raise
+                log.warning("micro_batch_size auto: the probe refuses %d; trying %d", t.micro_batch_size, smaller[0])
+                cfg = with_batch(cfg, smaller[0], t.batch_size // smaller[0])
+                t, flat_cfg = cfg.train, cfg.flat()
+                shape = memory.BatchShape(t.micro_batch_size, text_max_len, t.grad_accum_steps)
 
     # ---- model, optimizer, schedule: the train state
     model = adapters.build(flat_cfg, device)  # + pretrained LLM, pure-bf16 cast, LoRA/QLoRA adapters
@@ -307,6 +332,51 @@ def setup(cfg: Config, info: distributed.DistInfo, data_dir: Optional[Path] = No
                  text_max_len, resumed_from, t_start, flops, peak)
 
 
+def with_batch(cfg: Config, micro_batch_size: int, grad_accum_steps: int) -> Config:
+    """Returns ``cfg`` with a resolved micro-batch and accumulation (``micro_batch_size: auto``)."""
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, micro_batch_size=micro_batch_size,
+                                                              grad_accum_steps=grad_accum_steps))
+
+
+def probe_preflight(cfg: Config, model_cfg, plan: memory.Plan, shape: memory.BatchShape, train_ds: PlanetDataset,
+                    device: torch.device) -> Optional[memory.ProbeResult]:
+    """On the GPU, before the model is built: measures the plan with :func:`memory.probe` (two real
+    steps of depth-reduced copies of the model on a real micro-batch, extrapolated in depth) and
+    refuses it when the probe's peak reserved memory + CUDA context (+ DDP's gradient buckets)
+    exceeds the device's usable memory. Adapter, FSDP2 and offload plans are left to the
+    analytical estimate (the probe builds the plain model).
+
+    Raises:
+        memory.MemoryBudgetError: the probe says the plan does not fit (unless ``force_plan``).
+    """
+    if plan.llm_adapter != "none" or plan.sharding == "fsdp2" or plan.cpu_offload != "none":
+        log.info("preflight probe skipped for plan '%s' (it builds the plain model on one device); the analytical "
+                 "estimate decides", plan.name)
+        return None
+    t = cfg.train
+    items = [train_ds[i % len(train_ds)] for i in range(t.micro_batch_size)]
+    batch = to_device(Collate(train_ds.graphs)(items), device, input_dtype(t.precision))
+    one_device = dataclasses.replace(plan, sharding="none", world_size=1)
+    t0 = time.perf_counter()
+    result = memory.probe(model_cfg, one_device, batch, device=device, grad_accum_steps=min(t.grad_accum_steps, 2))
+    comm = memory.estimate(model_cfg, plan, shape, hardware_for(cfg)).device["communication"]
+    need = result.peak_reserved + memory.CUDA_CONTEXT_BYTES + comm
+    total = torch.cuda.get_device_properties(device).total_memory
+    usable = memory.DEVICE_LIMIT * total
+    log.info("preflight probe on %s (%.1f s, %d depth-reduced runs): peak %.2f GB allocated, %.2f GB reserved; "
+             "with CUDA context%s %.2f GB of %.0f GB usable (%.0f%% of %.0f GB)", result.device,
+             time.perf_counter() - t0, len(result.runs), result.peak_allocated / 1e9, result.peak_reserved / 1e9,
+             " and DDP buckets" if comm else "", need / 1e9, usable / 1e9, 100 * memory.DEVICE_LIMIT, total / 1e9)
+    if need > usable:
+        msg = (f"the memory probe on {result.device} says plan '{plan.name}' with micro-batch {t.micro_batch_size} "
+               f"needs {need / 1e9:.2f} GB per device > {usable / 1e9:.1f} GB usable: lower micro_batch_size, turn on "
+               f"activation_checkpointing or use 8-bit AdamW (see 02_memory_budget)")
+        if not cfg.hardware.force_plan:
+            raise memory.MemoryBudgetError(msg)
+        log.warning("%s — training anyway because force_plan is set", msg)
+    return result
+
+
 def _apply_safe_changes(state: ckpt.TrainState, sched_target, saved: dict[str, Any], current: dict[str, Any]) -> None:
     """Applies the optimisation keys that may change on resume, and logs each change."""
     changed = ckpt.changed_safe_keys(saved, current)
@@ -360,6 +430,46 @@ def train(cfg: Config, data_dir: Optional[str | Path] = None) -> TrainResult:
             lock.release()
 
 
+class _Lookahead(torch.utils.data.Sampler):
+    """Yields the micro-batch indices the training order will produce next, from a copy of its
+    position: the loader can collate ahead without advancing the order that a checkpoint saves."""
+
+    def __init__(self, order: ResumableOrder, max_epochs: int):
+        self.order, self.max_epochs = copy.deepcopy(order), max_epochs
+        self.issued: collections.deque[list[int]] = collections.deque()
+
+    def __iter__(self):
+        for indices, _ in self.order.epochs(self.max_epochs):
+            self.issued.append(indices)
+            yield indices
+
+
+class InputPipeline:
+    """The training input path: a DataLoader over the order's upcoming micro-batches, collated by
+    ``num_workers`` worker processes ahead of the step (``prefetch_factor`` 4 per worker; 0 workers:
+    collated in this process when needed), in pinned memory on CUDA so ``to_device``'s
+    ``non_blocking`` copies overlap the host. Each batch is checked against the indices the real
+    order hands out, so a resumed run consumes exactly the samples it would have."""
+
+    def __init__(self, dataset, collate, order: ResumableOrder, max_epochs: int, num_workers: int, device):
+        self.sampler = _Lookahead(order, max_epochs)
+        self.loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=self.sampler, collate_fn=collate, num_workers=num_workers,
+            pin_memory=torch.device(device).type == "cuda", prefetch_factor=4 if num_workers else None,
+            # its own generator: creating the iterator draws a worker seed, which must not advance the
+            # global RNG that checkpoints save (a resumed run would otherwise drift from the original)
+            generator=torch.Generator().manual_seed(0))
+        self._it = iter(self.loader)
+
+    def next(self, indices: list[int]) -> dict[str, Any]:
+        batch = next(self._it)
+        expected = self.sampler.issued.popleft()
+        if expected != indices:  # pragma: no cover - a bug, never data
+            raise RuntimeError(f"input pipeline out of step with the data order: prefetched {expected[:4]}…, "
+                               f"the order says {indices[:4]}…")
+        return batch
+
+
 def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
     """Runs optimizer steps until a limit or a stop request; returns how training ended."""
     info, state, t = s.info, s.state, s.cfg.train
@@ -394,6 +504,7 @@ def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
     last_ckpt_time = time.monotonic()
     window_t, window_samples = time.monotonic(), 0
     stream = state.order.epochs(t.max_epochs)
+    inputs = InputPipeline(s.train_ds, s.collate, state.order, t.max_epochs, t.num_workers, device)
     counters.setdefault("loss_window", [])
     counters.setdefault("above_median", 0)
     first_step_t = time.monotonic()
@@ -409,23 +520,25 @@ def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
             break
         n_step = sum(len(idx) for idx, _ in micro)
         epoch = micro[-1][1]
-        batches = [s.collate([s.train_ds[j] for j in indices]) for indices, _ in micro]
+        batches = [inputs.next(indices) for indices, _ in micro]
         loss_t = accumulate(model, batches, device, t.precision, scaler, t.sharding)
+        if scaler is not None:
+            scaler.unscale_(s.sched_target)
+        params = [p for p in model.parameters() if p.grad is not None]
+        norm_t = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else float("inf"))
+        norm_t = norm_t.full_tensor() if hasattr(norm_t, "full_tensor") else norm_t
         keys = sorted(loss_t)
-        # one transfer per step: the losses and this rank's stop request (global in distributed runs)
+        # the step's only device-to-host transfer: the losses, this rank's stop request (global in
+        # distributed runs) and the gradient norm (nothing is read inside the accumulation loop)
         packed = torch.stack([loss_t[k].double() for k in keys]
                              + [torch.tensor(1.0 if preempt.requested else 0.0, dtype=torch.float64, device=device)])
         if info.distributed:  # log the global step's losses, not rank 0's share
             torch.distributed.all_reduce(packed)
             packed[:-1] /= info.world_size
-        packed = packed.cpu()
-        sums = {k: float(v) for k, v in zip(keys, packed[:-1], strict=True)}
-        stop_requested = float(packed[-1]) > 0
-        if scaler is not None:
-            scaler.unscale_(s.sched_target)
-        params = [p for p in model.parameters() if p.grad is not None]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else float("inf"))
-        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        packed = torch.cat([packed, norm_t.detach().to(packed.device, torch.float64).reshape(1)]).cpu()
+        sums = {k: float(v) for k, v in zip(keys, packed[:-2], strict=True)}
+        stop_requested = float(packed[-2]) > 0
+        grad_norm = float(packed[-1])
         finite = math.isfinite(sums["loss"]) and math.isfinite(grad_norm)
         if finite:
             if scaler is not None:
@@ -535,7 +648,7 @@ def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
     result = TrainResult(start_step, state.step, stopped, s.resumed_from, last_checkpoint, counters["best_val"],
                          counters["skipped"], total, [e["file"] for e in s.checkpointer.entries()],
                          round(s.checkpointer.stall_s, 3), divergence_warnings,
-                         preempt.reason if stopped == "interrupted" else None)
+                         preempt.reason if stopped == "interrupted" else None, t.micro_batch_size, t.grad_accum_steps)
     if info.is_main:
         atomic_write(run_dir / "train_result.json", json.dumps(result.to_dict(), indent=2))
     distributed.barrier(info)

@@ -365,3 +365,44 @@ def test_compiled_regions_give_the_eager_loss_curve(tmp_path, real_catalog):
         assert abs(a[step] - b[step]) <= 1e-3 * abs(a[step]), (step, a[step], b[step])
     log = (tmp_path / "compiled" / "run.log").read_text()
     assert "regions compiled" in log and "includes compiling the regions" in log
+
+
+@pytest.mark.slow
+def test_loader_workers_give_the_same_run(tmp_path, real_catalog):
+    """Throughput issue: `num_workers` is honoured (collation in worker processes, ahead of the
+    step) and changes nothing but speed: the same samples in the same order, the same losses."""
+    inline = train(built(params(tmp_path / "w0", real_catalog, max_steps=5, num_workers=0)))
+    workers = train(built(params(tmp_path / "w2", real_catalog, max_steps=5, num_workers=2)))
+    assert inline.step == workers.step == 5
+    assert losses(tmp_path / "w0") == losses(tmp_path / "w2")
+
+
+def test_auto_micro_batch_fits_the_host_budget_and_keeps_the_batch(tmp_path, real_catalog):
+    """Throughput issue: `micro_batch_size: auto` picks the largest micro-batch that divides
+    batch_size and fits the host-memory budget on CPU, adjusts accumulation, and records both."""
+    from astrobio_lib import memory
+    from astrobio_lib.models.presets import get_preset
+
+    seq = config.from_mapping(params(tmp_path / "x", real_catalog)).data.text_max_len
+    plan = memory.Plan(precision="fp32", optimizer="adamw")
+
+    def need(m: int) -> float:  # host bytes the budget counts for micro-batch m (CPU: one memory)
+        est = memory.estimate(get_preset("tiny"), plan, memory.BatchShape(m, seq, 8 // m))
+        return est.host_total + est.device_total
+
+    assert need(1) < need(2) < need(4) < need(8)
+    ram_gb = (need(2) + need(4)) / 2 / memory.HOST_LIMIT / 1e9  # room for a micro-batch of 2, not of 4
+    mb, accum, why = memory.auto_micro_batch(get_preset("tiny"), plan, seq, 8, memory.hardware_from("cpu", 1, None, ram_gb))
+    assert (mb, accum) == (2, 4) and "largest divisor of 8" in why and "4 would need" in why
+    roomy = memory.auto_micro_batch(get_preset("tiny"), plan, seq, 8, memory.hardware_from("cpu", 1, None, 64.0))
+    assert roomy[:2] == (8, 1)
+    with pytest.raises(memory.MemoryBudgetError, match="not even a micro-batch of 1 fits"):
+        memory.auto_micro_batch(get_preset("tiny"), plan, seq, 8, memory.hardware_from("cpu", 1, None, 1.0))
+    result = train(built(params(tmp_path / "auto", real_catalog, micro_batch_size="auto", batch_size=8,
+                                max_steps=2, host_ram_gb=ram_gb)))
+    assert (result.micro_batch_size, result.grad_accum_steps) == (2, 4)
+    assert "micro_batch_size auto: 2 x 4" in (tmp_path / "auto" / "run.log").read_text()
+    with pytest.raises(config.ConfigError, match="micro_batch_size: auto needs batch_size"):
+        config.from_mapping(params(tmp_path / "x", real_catalog, micro_batch_size="auto"))
+    with pytest.raises(config.ConfigError, match="a number of samples or auto"):
+        config.from_mapping(params(tmp_path / "x", real_catalog, micro_batch_size="big"))

@@ -45,3 +45,25 @@ def test_sharded_checkpoint_directories_are_pruned_like_files(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("step_*")) == [
         "step_00000001.dcp", "step_00000003.dcp", "step_00000004.dcp"]
     assert all(e["sharded"] for e in ckpt.read_manifest(tmp_path))
+
+
+def test_attention_auto_takes_sdpa_without_cuda_or_flash_attn(monkeypatch):
+    """Throughput issue: flash-attn is used automatically when installed on CUDA in 16 bit, SDPA
+    otherwise; the reason is reported."""
+    import sys
+
+    import torch
+
+    from astrobio_lib.models import adapters
+
+    assert adapters.resolve_attention("eager", "fp32") == ("eager", "as configured")
+    if not torch.cuda.is_available():
+        assert adapters.resolve_attention("auto", "bf16-mixed") == ("sdpa", "auto: no CUDA GPU")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert adapters.resolve_attention("auto", "fp32")[0] == "sdpa"
+    monkeypatch.setitem(sys.modules, "flash_attn", None)  # import fails: not installed
+    backend, why = adapters.resolve_attention("auto", "bf16-mixed")
+    assert backend == "sdpa" and "not installed" in why
+    monkeypatch.setitem(sys.modules, "flash_attn", type("M", (), {"__version__": "2.8.3"})())
+    assert adapters.resolve_attention("auto", "bf16-mixed") == ("flash_attn", "auto: flash-attn 2.8.3 installed, CUDA, bf16-mixed")
+    assert adapters.model_config({"model_preset": "tiny", "attention": "auto", "precision": "bf16-mixed"}).llm.attention == "flash_attn"
