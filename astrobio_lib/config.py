@@ -90,6 +90,9 @@ class DataConfig:
                                  "iJO1366 | salmonella", choices=("textbook", "iJO1366", "salmonella"))
     text_max_len: int = param(256, "tokens per planet description (bytes, or the llm_checkpoint tokenizer's tokens)", min=16, max=4096)
     shard_size: int = param(128, "planets per dataset shard file", min=1)
+    gas_planets: int = param(40, "rocky planets (one per host star) for the SIMULATED gas-detection spectra; 0: none",
+                             min=0)
+    gas_atmospheres: int = param(10, "atmospheres drawn per planet for the gas-detection spectra", min=1)
 
 
 @dataclass
@@ -174,6 +177,8 @@ class TrainConfig:
 class EvalConfig:
     bootstrap_samples: int = param(200, "bootstrap resamples (by host) for confidence intervals",
                                    min=10)
+    gas_noise_draws: int = param(4, "noisy draws per noiseless spectrum and number of transits (gas detection)",
+                                 min=1)
 
 
 @dataclass

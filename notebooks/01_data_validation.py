@@ -41,11 +41,14 @@ metabolic_model: str = "textbook"  # cobra model for the metabolic graphs: textb
 text_max_len: int = 256  # tokens per planet description (bytes, or the llm_checkpoint tokenizer's tokens)
 llm_checkpoint: Optional[str] = None  # pretrained Llama-family checkpoint directory (Hugging Face layout): its LLM and tokenizer replace the preset's; None: from scratch
 shard_size: int = 128  # planets per dataset shard file
+gas_planets: int = 40  # rocky planets (one per host star) for the SIMULATED gas-detection spectra; 0: none
+gas_atmospheres: int = 10  # atmospheres drawn per planet for the gas-detection spectra
 
 # %%
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from astrobio_lib import config, plots
@@ -162,6 +165,83 @@ graph_x, graph_edges = dataset.graphs[int(example["graph_id"])]
 print(f"{name}: metabolic graph '{manifest['modalities']['metabolism']['variants'][int(example['graph_id'])]}' "
       f"({manifest['modalities']['metabolism']['source']}): {graph_x.shape[0]} metabolites, {graph_edges.shape[1]} edges")
 print(f"text ({tokenizer.name}):", tokenizer.decode(example["text_ids"][example["text_mask"].bool()]))
+
+# %% [markdown]
+# ## A question the catalog cannot answer: gas detection from SIMULATED JWST spectra
+# The habitability label above is a formula of catalog columns. The question worth a GPU month is
+# another one: *given a noisy transmission spectrum from N JWST transits, which gases are there?*
+# Real planets (rocky, one per host star) get atmospheres drawn from stated priors — the hidden truth —
+# and TauREx 3 computes their transmission spectra (NIRSpec PRISM range, R = 50); the noise is the
+# star's photon noise through JWST plus a 20 ppm floor. Everything in this section is **simulated**
+# (see `astrobio_lib/data/transmission.py` for the physics, the priors and what is left out).
+
+# %%
+from astrobio_lib import gas_detection
+from astrobio_lib.data import gas_spectra
+from astrobio_lib.data import transmission as tx
+from astrobio_lib.report import progress
+
+gas = None
+if cfg.data.gas_planets:
+    rocky = gas_spectra.rocky_planets(planets, cfg.data.gas_planets)
+    with progress(None, total=cfg.data.gas_planets * cfg.data.gas_atmospheres, desc="TauREx spectra") as bar:
+        gas, cached = gas_spectra.build_or_load(data_dir / "gas_spectra", rocky, cfg.data.gas_atmospheres, cfg.run.seed,
+                                                progress=lambda done, total: bar.update(done - bar.n))
+    g = gas.manifest["generation"]
+    print(f"{'reused' if cached else 'generated'}: {len(gas.depth)} SIMULATED spectra ({cfg.data.gas_planets} real rocky "
+          f"planets x {cfg.data.gas_atmospheres} drawn atmospheres, {len(gas.wavelength_um)} bins "
+          f"{gas.edges_um[0]:.2f}-{gas.edges_um[-1]:.2f} µm) with TauREx {gas.manifest['opacities']['taurex']}; "
+          f"{g['spectra_per_s']} spectra/s on {g['processes']} processes ({g['seconds']} s)")
+    prior_table = pd.DataFrame({"gas": tx.GASES, "present_%": (100 * gas.present.mean(0)).round(1),
+                  "log10 VMR range when present": [f"{lo} … {hi}" for lo, hi in (tx.VMR_PRIORS[x] for x in tx.GASES)],
+                  "opacity sha256": [gas.manifest["opacities"]["opacity_sha256"][x][:12] + "…" for x in tx.GASES]})
+else:
+    prior_table = None
+    print("gas_planets: 0 — no gas-detection spectra in this run")
+prior_table
+
+# %%
+if gas is not None:
+    row = gas.planets.iloc[0]
+    star, body = tx.bodies_from_row(row.to_dict())
+    mid = {x: sum(tx.VMR_PRIORS[x]) / 2 for x in tx.GASES}
+    wl, base = tx.spectrum(star, body, tx.Atmosphere(288.0, 1e5, {}))
+    with_gas = {f"{x} (1e{mid[x]:.1f})": tx.spectrum(star, body, tx.Atmosphere(288.0, 1e5, {x: mid[x]}))[1] for x in tx.GASES}
+    fig, axes = plt.subplots(1, 2, figsize=(15, 4.5))
+    plots.gas_features(axes[0], wl, base, with_gas,
+                       title=f"{row['pl_name']}: SIMULATED, 288 K, 1 bar N2, each gas alone at mid-prior")
+    i = 0  # the first spectrum of this planet, noisy at three numbers of transits
+    noisy = {n: (gas_spectra.noisy(gas, np.array([i]), n, 1, seed=n)[0][0], gas.sigma(n)[i]) for n in (1, 10, 100)}
+    present = ", ".join(x for x, p in zip(tx.GASES, gas.present[i]) if p) or "none"
+    plots.noise_levels(axes[1], gas.wavelength_um, gas.depth[i], noisy,
+                       title=f"{row['pl_name']}: drawn atmosphere ({present}), JWST photon noise + 20 ppm floor")
+    plt.tight_layout()
+    plt.show()
+
+# %%
+if gas is not None:
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
+    axes[0].bar(tx.GASES, 100 * gas.present.mean(0))
+    axes[0].set_ylabel("% of atmospheres")
+    axes[0].set_title("gas present (prior 50%)")
+    for x, name in enumerate(tx.GASES):
+        axes[1].hist(gas.log10_vmr[:, x][~np.isnan(gas.log10_vmr[:, x])], bins=15, alpha=0.5, label=name)
+    axes[1].set_xlabel("log10 VMR when present")
+    axes[1].legend(fontsize=7)
+    axes[2].hist(gas.temperature_k, bins=20)
+    axes[2].set_xlabel("temperature (K)")
+    axes[3].hist(gas.log10_surface_pressure_pa - 5, bins=20)
+    axes[3].set_xlabel("log10 surface pressure (bar)")
+    fig.suptitle("prior draws (SIMULATED truths)")
+    plt.tight_layout()
+    plt.show()
+    circularity = gas_detection.circularity_check(gas, cfg.run.seed)
+    print("circularity check — catalog-only gradient boosting, out-of-fold by host star, AUROC per gas "
+          "(~0.5 expected: no input is a function of the target): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in circularity.items()))
+    split = gas_spectra.host_split(gas.hostname, cfg.run.seed)
+    print(f"split by host star: {', '.join(f'{s} {int((split == s).sum())} spectra' for s in ('train', 'val', 'test'))}; "
+          f"no star and no noiseless spectrum in two splits")
 
 # %% [markdown]
 # ## Verdict

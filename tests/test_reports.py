@@ -24,7 +24,7 @@ def smoke_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("reports")
     res = subprocess.run([sys.executable, "-m", "astrobio_lib.pipeline", "params/smoke.yaml", "--outputs", str(out),
                           "--run-name", "glance", "-p", "max_steps=20", "-p", "bootstrap_samples=30",
-                          "-p", "label_mc_samples=32"],
+                          "-p", "label_mc_samples=32", "-p", "gas_planets=12", "-p", "gas_atmospheres=4"],
                          cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     (out / "glance" / "terminal.txt").write_text(res.stdout + res.stderr)

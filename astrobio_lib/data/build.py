@@ -117,8 +117,9 @@ def select_planets(labels: pd.DataFrame, in_climate_domain: np.ndarray, n_planet
 def build_sha256(data_cfg: DataConfig, seed: int, provenance: Provenance, tokenizer=None) -> str:
     """Returns the identity of a build: configuration, seed, catalog checksum, build version, and
     the tokenizer's sha256 when it is a checkpoint's (so another tokenizer never reuses a build)."""
-    payload = {"data": dataclasses.asdict(data_cfg), "seed": seed, "catalog": provenance.sha256,
-               "version": BUILD_VERSION}
+    # the gas-detection spectra are a separate, separately cached set (data/gas_spectra.py)
+    data = {k: v for k, v in dataclasses.asdict(data_cfg).items() if not k.startswith("gas_")}
+    payload = {"data": data, "seed": seed, "catalog": provenance.sha256, "version": BUILD_VERSION}
     if tokenizer is not None and tokenizer.sha256:
         payload["tokenizer"] = tokenizer.sha256
     return _sha256(json.dumps(payload, sort_keys=True).encode())
