@@ -93,7 +93,7 @@ def test_autocast_cache_is_what_cpu_autocast_saves_for_the_llm():
     c = cfg.llm
     casts = 2 * (memory.cast_parameters(cfg)["llm_blocks"] + c.hidden * c.vocab_size)  # + lm_head
     err = (est.activations_by_component["llm"] + casts) / meas.activations_by_component["llm"] - 1
-    assert abs(err) < 0.10, f"{100 * err:+.1f}%"
+    assert abs(err) < 0.05, f"{100 * err:+.1f}%"  # -1.4%: the RoPE tables cast per layer are not counted
 
 
 def test_step_phases_follow_the_step():
