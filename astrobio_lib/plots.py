@@ -211,13 +211,7 @@ def gas_features(ax, wavelength_um, base, with_gas: dict, title: str = ""):
     ax.plot(wavelength_um, 1e6 * np.asarray(base), color="black", lw=1.5, label="N2 only (Rayleigh)")
     for gas, depth in with_gas.items():
         ax.plot(wavelength_um, 1e6 * np.asarray(depth), lw=1.0, label=f"+ {gas}")
-    ax.set_xscale("log")
-    ax.set_xticks([0.6, 1, 1.5, 2, 3, 4, 5])
-    ax.get_xaxis().set_major_formatter(__import__("matplotlib").ticker.ScalarFormatter())
-    ax.set_xlabel("wavelength (µm)")
-    ax.set_ylabel("transit depth (ppm)")
-    ax.set_title(title)
-    ax.legend(fontsize=8, ncol=2)
+    _depth_axes(ax, title, ncol=2)
     return ax
 
 
@@ -227,14 +221,21 @@ def noise_levels(ax, wavelength_um, depth, noisy: dict, title: str = ""):
         ax.errorbar(wavelength_um, 1e6 * draw, yerr=1e6 * sigma, fmt=".", ms=3, lw=0.6, alpha=0.7,
                     label=f"{n} transit{'s' if n > 1 else ''} (median σ {1e6 * np.median(sigma):.0f} ppm)")
     ax.plot(wavelength_um, 1e6 * np.asarray(depth), color="black", lw=1.5, label="noiseless")
+    _depth_axes(ax, title)
+    return ax
+
+
+def _depth_axes(ax, title: str, ncol: int = 1):
+    """Log wavelength axis with plain µm ticks, depth in ppm, title and legend."""
+    from matplotlib.ticker import ScalarFormatter
+
     ax.set_xscale("log")
     ax.set_xticks([0.6, 1, 1.5, 2, 3, 4, 5])
-    ax.get_xaxis().set_major_formatter(__import__("matplotlib").ticker.ScalarFormatter())
+    ax.get_xaxis().set_major_formatter(ScalarFormatter())
     ax.set_xlabel("wavelength (µm)")
     ax.set_ylabel("transit depth (ppm)")
     ax.set_title(title)
-    ax.legend(fontsize=8)
-    return ax
+    ax.legend(fontsize=8, ncol=ncol)
 
 
 def detection_curves(axes, curves: pd.DataFrame, metric: str = "auroc"):
