@@ -1343,7 +1343,7 @@ def auto_micro_batch(cfg, plan: Plan, seq_len: int, batch_size: int, hardware: H
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: must be >= 1")
-    divisors = [m for m in range(batch_size, 0, -1) if batch_size % m == 0]
+    divisors = micro_batch_candidates(batch_size)
     tried = []
     for m in divisors:
         est = estimate(cfg, plan, BatchShape(m, seq_len, batch_size // m, graph_nodes, graph_edges), hardware)
@@ -1359,6 +1359,12 @@ def auto_micro_batch(cfg, plan: Plan, seq_len: int, batch_size: int, hardware: H
     raise MemoryBudgetError(f"micro_batch_size auto: not even a micro-batch of 1 fits {hardware.name}: "
                             f"{'; '.join(tried[-1][2])}. Choose a smaller model preset, a shorter text_max_len, "
                             f"activation_checkpointing or another plan (see 02_memory_budget)")
+
+
+def micro_batch_candidates(batch_size: int, below: Optional[int] = None) -> list[int]:
+    """Micro-batches that divide ``batch_size`` exactly (smaller than ``below`` when given), largest first."""
+    top = batch_size if below is None else min(batch_size, below - 1)
+    return [m for m in range(top, 0, -1) if batch_size % m == 0]
 
 
 def _fit_need(est: Estimate, hardware: Hardware) -> float:

@@ -270,7 +270,7 @@ def setup(cfg: Config, info: distributed.DistInfo, data_dir: Optional[Path] = No
                 probe_preflight(cfg, model_cfg, plan, shape, train_ds, device)
                 break
             except memory.MemoryBudgetError:
-                smaller = [m for m in range(t.micro_batch_size - 1, 0, -1) if t.batch_size and t.batch_size % m == 0]
+                smaller = memory.micro_batch_candidates(t.batch_size, below=t.micro_batch_size) if t.batch_size else []
                 if not auto_batch or not smaller:
                     raise
                 log.warning("micro_batch_size auto: the probe refuses %d; trying %d", t.micro_batch_size, smaller[0])
