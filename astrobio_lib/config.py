@@ -118,6 +118,11 @@ class HardwareConfig:
 
 @dataclass
 class TrainConfig:
+    task: str = param("habitability", "what the model learns: habitability (the catalog label) | gas_detection "
+                      "(gases and atmosphere from SIMULATED JWST spectra; needs gas_planets > 0)",
+                      choices=("habitability", "gas_detection"))
+    gas_train_draws: int = param(8, "noisy training spectra per noiseless spectrum and number of transits "
+                                    "(task: gas_detection)", min=1)
     max_steps: int = param(100, "optimizer steps to run", min=1)
     micro_batch_size: Union[int, str] = param(4, "samples per forward/backward pass, or auto: the largest that fits "
                                                  "the memory budget, keeping batch_size", min=1)
@@ -255,6 +260,9 @@ class Config:
             problems.append(f"text_max_len: {d.text_max_len} > the context of model_preset: "
                             f"{self.model.model_preset} ({max_seq} tokens): lower text_max_len or choose a "
                             f"larger preset")
+        if t.task == "gas_detection" and d.gas_planets == 0:
+            problems.append("task: gas_detection trains on the gas-detection spectra but gas_planets: 0 generates "
+                            "none: set gas_planets (e.g. 40) or task: habitability")
         if t.resume not in ("auto", "never") and not t.resume.strip():
             problems.append("resume: '' — use auto, never or a checkpoint path")
         if not str(self.run.run_dir).strip():

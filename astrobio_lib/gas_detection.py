@@ -21,7 +21,7 @@ Baselines on that protocol:
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -113,17 +113,31 @@ def _bootstrap(y: np.ndarray, score: np.ndarray, hosts: np.ndarray, samples: int
 
 def detection_curves(ds: gs.GasSpectra, split: np.ndarray, transits: tuple[int, ...] = TRANSITS, draws: int = 4,
                      baselines: tuple[str, ...] = BASELINES, bootstrap: int = 100, seed: int = 0,
-                     progress: Optional[Any] = None) -> pd.DataFrame:
+                     progress: Optional[Any] = None,
+                     scorers: Optional[dict[str, Callable[[int, np.ndarray], np.ndarray]]] = None) -> pd.DataFrame:
     """Returns one row per (baseline, gas, N): AUROC, F1, recall at 5% FPR and their 95% host-bootstrap
-    intervals on the test split (module docstring for the protocol)."""
+    intervals on the test split (module docstring for the protocol). ``scorers`` adds predictors
+    trained elsewhere: ``scorer(n_transits, noiseless_rows)`` returns P(present) [rows, gases] for
+    the test draws at N (the same draws the baselines are scored on: seed + 17 N + 1)."""
     train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
     hosts = ds.hostname
     cat = ds.catalog_features()
     rows = []
-    steps = [(n, b) for n in transits for b in baselines]
+    steps = [(n, b) for n in transits for b in (*baselines, *(scorers or {}))]
     for step, (n, base) in enumerate(steps):
         x_tr, r_tr = gs.noisy(ds, train, n, draws, seed + 17 * n)
         x_te, r_te = gs.noisy(ds, test, n, draws, seed + 17 * n + 1)
+        if scorers and base in scorers:
+            probs = scorers[base](n, r_te)
+            for g, gas in enumerate(tx.GASES):
+                y = ds.present[r_te, g].astype(int)
+                ci = _bootstrap(y, probs[:, g], hosts[r_te], bootstrap, seed + g)
+                rows.append({"baseline": base, "gas": gas, "n_transits": n, **_metrics(y, probs[:, g]),
+                             **{f"{k}_lo": v[0] for k, v in ci.items()}, **{f"{k}_hi": v[1] for k, v in ci.items()},
+                             "n_test_spectra": len(test), "n_test_hosts": len(np.unique(hosts[test]))})
+            if progress:
+                progress(step + 1, len(steps))
+            continue
         if base == "catalog":
             f_tr, f_te = cat[r_tr], cat[r_te]
         else:
@@ -159,3 +173,103 @@ def circularity_check(ds: gs.GasSpectra, seed: int = 0, folds: int = 5) -> dict[
             score[te] = _classifier("catalog", seed).fit(x[tr], y[tr]).predict_proba(x[te])[:, 1]
         out[gas] = auroc(y, score)
     return out
+
+
+# --------------------------------------------------------------------------- the trained model
+
+
+def predict(model, dataset, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Runs a model trained with ``task: gas_detection`` over a
+    :class:`astrobio_lib.data.gas_dataset.GasDetectionDataset`; returns per item ``prob`` [n, gases]
+    (P(present)), ``mean`` and ``std`` [n, 8] of the retrieval targets in physical units, the
+    noiseless ``row`` and ``n_transits``."""
+    import torch
+
+    from astrobio_lib.data.loader import Collate
+
+    collate = Collate([])
+    probs, means, log_vars = [], [], []
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            out = model(collate([dataset[i] for i in range(start, min(len(dataset), start + batch_size))]))
+            probs.append(torch.sigmoid(out["gas_logits"]).float().numpy())
+            means.append(out["retrieval_mean"].float().numpy())
+            log_vars.append(out["retrieval_log_var"].float().numpy())
+    mean, log_var = np.concatenate(means), np.concatenate(log_vars)
+    return {"prob": np.concatenate(probs), "mean": dataset.physical(mean),
+            "std": np.exp(0.5 * log_var) * dataset.target_std, "row": dataset.rows, "n_transits": dataset.n_transits}
+
+
+def scorer(pred: dict[str, np.ndarray]) -> Callable[[int, np.ndarray], np.ndarray]:
+    """A :func:`detection_curves` scorer from :func:`predict`'s output on the test split.
+
+    Raises:
+        ValueError: the predictions are not of the baselines' test draws (another seed or split).
+    """
+    def score(n: int, rows: np.ndarray) -> np.ndarray:
+        at = pred["n_transits"] == n
+        if not np.array_equal(pred["row"][at], rows):
+            raise ValueError(f"the model's predictions at N={n} are not of the baselines' test spectra: predict on "
+                             f"the test split built with the same seed and gas_noise_draws")
+        return pred["prob"][at]
+    return score
+
+
+def retrieval_table(pred: dict[str, np.ndarray], truth: np.ndarray, names: tuple[str, ...]) -> pd.DataFrame:
+    """Per retrieval target and N: R², RMSE, and the coverage of the predicted 68% and 95% central
+    Gaussian intervals (the fraction of truths inside; a calibrated model gives 0.68 and 0.95). Only
+    spectra that have the target count (an absent gas has no abundance)."""
+    from scipy.stats import norm
+
+    y = truth[pred["row"]]
+    rows = []
+    for n in np.unique(pred["n_transits"]):
+        at = pred["n_transits"] == n
+        for k, name in enumerate(names):
+            has = at & np.isfinite(y[:, k])
+            if has.sum() < 2:
+                continue
+            t, mu, sd = y[has, k], pred["mean"][has, k], pred["std"][has, k]
+            z = np.abs(t - mu) / sd
+            rows.append({"target": name, "n_transits": int(n), "n": int(has.sum()),
+                         "r2": 1 - float(((t - mu) ** 2).sum() / max(((t - t.mean()) ** 2).sum(), 1e-12)),
+                         "rmse": float(np.sqrt(((t - mu) ** 2).mean())),
+                         "coverage_68": float((z <= norm.ppf(0.84)).mean()),
+                         "coverage_95": float((z <= norm.ppf(0.975)).mean())})
+    return pd.DataFrame(rows)
+
+
+def interval_calibration(pred: dict[str, np.ndarray], truth: np.ndarray, names: tuple[str, ...],
+                         levels: Optional[np.ndarray] = None) -> pd.DataFrame:
+    """Observed coverage of the predicted central intervals at each nominal level, per target (all N
+    together): the calibration curve of the retrieval (on the diagonal when calibrated)."""
+    from scipy.stats import norm
+
+    levels = np.linspace(0.1, 0.95, 18) if levels is None else levels
+    y = truth[pred["row"]]
+    rows = []
+    for k, name in enumerate(names):
+        has = np.isfinite(y[:, k])
+        if not has.any():
+            continue
+        z = np.abs(y[has, k] - pred["mean"][has, k]) / pred["std"][has, k]
+        for p in levels:
+            rows.append({"target": name, "nominal": float(p), "observed": float((z <= norm.ppf(0.5 + p / 2)).mean())})
+    return pd.DataFrame(rows)
+
+
+def verdicts(curves: pd.DataFrame, model: str = "model", against: str = "spectrum_gbt") -> pd.DataFrame:
+    """Per gas and N: the model's AUROC and the reference's with their 95% host-bootstrap intervals,
+    and the verdict — ``beats`` / ``worse`` only with non-overlapping intervals, else ``not
+    distinguishable``."""
+    m = curves[curves["baseline"] == model].set_index(["gas", "n_transits"])
+    r = curves[curves["baseline"] == against].set_index(["gas", "n_transits"])
+    rows = []
+    for key in m.index.intersection(r.index):
+        a, b = m.loc[key], r.loc[key]
+        verdict = ("beats" if a["auroc_lo"] > b["auroc_hi"] else "worse" if a["auroc_hi"] < b["auroc_lo"]
+                   else "not distinguishable")
+        rows.append({"gas": key[0], "n_transits": key[1], f"{model}_auroc": f"{a['auroc']:.3f} [{a['auroc_lo']:.3f}, {a['auroc_hi']:.3f}]",
+                     f"{against}_auroc": f"{b['auroc']:.3f} [{b['auroc_lo']:.3f}, {b['auroc_hi']:.3f}]",
+                     "verdict": verdict})
+    return pd.DataFrame(rows)

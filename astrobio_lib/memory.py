@@ -557,13 +557,17 @@ def activation_bytes(cfg, plan: Plan, batch: BatchShape, cuda: bool = False) -> 
     out["graph_vae"] = gnn
 
     # fusion transformer over 6 tokens with a padding mask, encoders for catalog / spectrum, heads
+    from astrobio_lib.models.fusion import N_GASES, N_RETRIEVAL, SPECTRUM_POSITIONS
+
     f = cfg.fusion
     tok = 1 + 5
     fusion_layer = b * tok * (low_b * 14 * f.d_model + 4 * (2 * f.d_model + 4 + 2 * f.n_heads))
-    spec = b * (f.spectrum_bins * 4 + 3 * f.spectrum_channels * f.spectrum_bins * 4 + f.spectrum_channels * 4)
+    spec = b * (f.spectrum_bins * 4 + 3 * f.spectrum_channels * f.spectrum_bins * 4
+                + f.spectrum_channels * SPECTRUM_POSITIONS * 4)
     small = b * (2 * f.catalog_features * 4 + 2 * f.d_model * 4) + b * tok * f.d_model * 4 * 4
     lm_loss = loss_elems * 4 + b * (s - 1) * 8  # fp32 log-softmax + int64 targets
-    out["fusion_and_heads"] = f.n_layers * fusion_layer + spec + small + b * (f.d_model + 2) * 4 + lm_loss
+    heads = b * (f.d_model + 2 + N_GASES + 2 * N_RETRIEVAL) * 4
+    out["fusion_and_heads"] = f.n_layers * fusion_layer + spec + small + heads + lm_loss
     return out, recompute + rec_peak
 
 

@@ -258,3 +258,29 @@ def detection_curves(axes, curves: pd.DataFrame, metric: str = "auroc"):
         ax.set_axis_off()
     np.ravel(axes)[0].legend(fontsize=8)
     return axes
+
+
+def interval_calibration(ax, calibration: pd.DataFrame):
+    """Observed vs nominal coverage of the predicted central intervals, one line per retrieval target
+    (on the diagonal when the predicted uncertainties are calibrated; below it: over-confident)."""
+    for target, c in calibration.groupby("target", sort=False):
+        ax.plot(c["nominal"], c["observed"], marker=".", lw=1, label=target.replace("log10_", ""))
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("nominal coverage of the predicted interval")
+    ax.set_ylabel("observed coverage (test hosts)")
+    ax.set_title("retrieval calibration")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def retrieval_scatter(ax, truth, mean, std, name: str):
+    """Predicted mean ± 1 σ against the truth for one retrieval target."""
+    ax.errorbar(truth, mean, yerr=std, fmt=".", ms=2, lw=0.4, alpha=0.5)
+    lo, hi = float(np.nanmin(truth)), float(np.nanmax(truth))
+    ax.plot([lo, hi], [lo, hi], color="grey", ls=":", lw=1)
+    ax.set_xlabel(f"true {name}")
+    ax.set_ylabel("predicted (± 1 σ)")
+    ax.set_title(name)
+    return ax

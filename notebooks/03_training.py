@@ -15,7 +15,9 @@
 
 # %% [markdown]
 # # 03 · Training
-# Train the multimodal habitability model on the dataset notebook 01 built, within the memory
+# Train the multimodal model on the data notebook 01 built — `task: gas_detection` (the product's
+# question: which gases, how much, from noisy SIMULATED JWST spectra of real rocky planets) or
+# `task: habitability` (the catalog label, a formula of catalog columns kept as context) — within the memory
 # budget, in a way that survives the pod: the plan is checked against the memory estimator before
 # anything is allocated; checkpoints are atomic and verified (every `checkpoint_every_steps` steps
 # and every `checkpoint_every_minutes` minutes, last K kept plus the best); SIGTERM (a preempted
@@ -36,6 +38,8 @@ gpus_per_node: int = 1  # devices used by the run (1 on CPU)
 gpu_memory_gb: float = 0.0  # memory per device in GB (0 on CPU: host RAM applies)
 host_ram_gb: Optional[float] = None  # host RAM of the target machine in GB; None: this machine's
 force_plan: bool = False  # run a plan the memory budget says does not fit (expect out-of-memory errors)
+task: str = "habitability"  # what the model learns: habitability (the catalog label) | gas_detection (gases and atmosphere from SIMULATED JWST spectra; needs gas_planets > 0)
+gas_train_draws: int = 8  # noisy training spectra per noiseless spectrum and number of transits (task: gas_detection)
 max_steps: int = 100  # optimizer steps to run
 micro_batch_size: Union[int, str] = 4  # samples per forward/backward pass, or auto: the largest that fits the memory budget, keeping batch_size
 grad_accum_steps: int = 4  # micro-batches accumulated per optimizer step
@@ -104,7 +108,7 @@ dataset = open_dataset(run_path / "data")  # built by notebook 01; raises naming
 text_max_len = int(dataset["config"]["text_max_len"])
 params_file = write_params(cfg, run_path / "train_params.yaml")
 resuming = bool(read_manifest(run_path / "checkpoints")) and cfg.train.resume != "never"
-print(f"{cfg.train.max_steps} steps x {cfg.train.micro_batch_size} x {cfg.train.grad_accum_steps} accumulation on "
+print(f"task {cfg.train.task}: {cfg.train.max_steps} steps x {cfg.train.micro_batch_size} x {cfg.train.grad_accum_steps} accumulation on "
       f"{cfg.train.nproc} process(es); preset {cfg.model.model_preset}; {cfg.train.precision}, {cfg.train.optimizer}; "
       f"dataset {dataset['build_sha256'][:12]} ({text_max_len} tokens per text); "
       f"{'resuming from the newest valid checkpoint' if resuming else 'starting fresh'}")

@@ -63,3 +63,18 @@ def built(values: dict, where: str = "test parameters"):
     cfg = config.from_mapping(values, where=where)
     build_for_config(cfg)
     return cfg
+
+
+@pytest.fixture(scope="session")
+def smoke_spectra(tmp_path_factory, real_catalog):
+    """The smoke build's SIMULATED gas-detection spectra (TauREx; 40 real rocky planets x 10 drawn
+    atmospheres, ~60 s on 2 cores), generated once per test session."""
+    from astrobio_lib.data import catalog
+    from astrobio_lib.data import gas_spectra as gs
+
+    planets, _ = catalog.load_catalog("file", str(real_catalog))
+    sel = gs.rocky_planets(planets, 40)
+    folder = tmp_path_factory.mktemp("gas") / "gas_spectra"
+    ds, cached = gs.build_or_load(folder, sel, 10, seed=0, processes=2)
+    assert not cached and gs.build_or_load(folder, sel, 10, seed=0)[1]  # the second call is the cache
+    return ds

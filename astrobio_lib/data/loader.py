@@ -127,19 +127,22 @@ class Collate:
         shape = next((it["climate"].shape for it in items if it["climate"] is not None), (2, 10, 32, 64))
         climate = torch.stack([it["climate"] if it["climate"] is not None else torch.zeros(shape) for it in items])
         graph_data = []
+        has_graph = torch.tensor([int(it["graph_id"]) >= 0 for it in items])  # -1: no graph
         for it in items:
-            x, ei = self.graphs[int(it["graph_id"])]
-            graph_data.append(Data(x=x, edge_index=ei, num_nodes=x.shape[0]))
+            if int(it["graph_id"]) >= 0:
+                x, ei = self.graphs[int(it["graph_id"])]
+                graph_data.append(Data(x=x, edge_index=ei, num_nodes=x.shape[0]))
+        optional = {k: stack(k) for k in ("gas_present", "gas_targets", "n_transits") if k in items[0]}
         return {
             "record": stack("record"),
             "catalog": stack("catalog"), "catalog_mask": stack("catalog_mask"),
             "climate": climate, "has_climate": has_climate,
-            "graph": Batch.from_data_list(graph_data), "has_graph": torch.ones(len(items), dtype=torch.bool),
+            "graph": Batch.from_data_list(graph_data) if graph_data else None, "has_graph": has_graph,
             "spectrum": stack("spectrum"), "has_spectrum": stack("has_spectrum"),
             "text_ids": stack("text_ids"), "text_mask": stack("text_mask"),
             "has_text": stack("text_mask").any(dim=1),
             "p_habitable": stack("p_habitable"), "climate_state": stack("climate_state"),
-            "biosignature": stack("biosignature"), "t_eq": stack("t_eq"),
+            "biosignature": stack("biosignature"), "t_eq": stack("t_eq"), **optional,
         }
 
 

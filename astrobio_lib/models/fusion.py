@@ -20,6 +20,9 @@ p_habitable        float [B]                                   soft label target
 climate_state      int64 [B]                                   climate-state class (-1: none)
 biosignature       float [B]                                   biosignature gases present 0/1 (NaN: none)
 t_eq               float [B]                                   standardised equilibrium temperature (NaN: none)
+gas_present        float [B, 5]                                (optional) H2O, CO2, CH4, O2, O3 present 0/1
+gas_targets        float [B, 8]                                (optional) standardised retrieval targets
+                                                           (NaN: none; :mod:`astrobio_lib.data.gas_dataset`)
 =================  ==========================================  =====================================
 
 Missing modalities: an encoder only ever sees the samples that have its modality; the others
@@ -34,6 +37,12 @@ habitability probabilities: the fused model must not drift from what the catalog
 supports without evidence from other modalities), and language 0.1 (next-token loss on the text;
 not in the seeds, which gave the LLM no weight). Each component is averaged over the samples
 that have its target; a component with no such sample in the batch is 0.
+
+Gas detection and retrieval (issue 14; weight ``gas``, 1.0): binary cross-entropy of each gas's
+presence, plus the Gaussian negative log-likelihood ``0.5 * (log var + (y - mu)^2 / var)`` of every
+retrieval target the sample has (log10 abundances of the gases present, temperature, surface
+pressure, cloud top when there is a deck): the retrieval heads predict a mean *and* a variance, so
+their intervals can be checked for coverage.
 """
 
 from __future__ import annotations
@@ -52,6 +61,10 @@ from astrobio_lib.models.llm import DecoderLM, LLMConfig, lm_loss
 MODALITIES = ("catalog", "climate", "graph", "spectrum", "text")
 SEEDS_LOSS_WEIGHTS = {"classification": 1.0, "reconstruction": 0.1, "physics": 0.2,
                       "consistency": 0.15, "language": 0.1}
+N_GASES = 5  # H2O, CO2, CH4, O2, O3 (astrobio_lib.data.transmission.GASES)
+N_RETRIEVAL = 8  # their log10 VMR, temperature, log10 surface pressure, log10 cloud top
+SPECTRUM_POSITIONS = 16  # wavelength positions the spectrum encoder keeps (features are where they are)
+LOG_VAR_RANGE = (-9.0, 5.0)  # clamp of the predicted log variance (standardised units)
 
 
 @dataclass
@@ -72,8 +85,8 @@ class FusionConfig:
     """climate-state classes (CLERO's six: snowball ... runaway greenhouse)"""
     dropout: float = 0.0
     """dropout in the fusion transformer"""
-    loss_weights: dict = field(default_factory=lambda: dict(SEEDS_LOSS_WEIGHTS))
-    """weight of each loss group"""
+    loss_weights: dict = field(default_factory=lambda: {**SEEDS_LOSS_WEIGHTS, "gas": 1.0})
+    """weight of each loss group (the seeds' five, and gas detection + retrieval)"""
 
 
 @dataclass
@@ -99,14 +112,17 @@ class CatalogEncoder(nn.Module):
 
 
 class SpectrumEncoder(nn.Module):
-    """1D CNN over the transmission spectrum -> one token."""
+    """1D CNN over the transmission spectrum -> one token. The pooling keeps
+    :data:`SPECTRUM_POSITIONS` positions along the wavelength axis: which gas absorbs is told by
+    *where* the feature is, which a global average would throw away."""
 
     def __init__(self, channels: int, d_model: int):
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv1d(1, channels, 5, padding=2), nn.GELU(),
             nn.Conv1d(channels, channels, 5, stride=2, padding=2), nn.GELU(),
-            nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(channels, d_model))
+            nn.AdaptiveAvgPool1d(SPECTRUM_POSITIONS), nn.Flatten(),
+            nn.Linear(channels * SPECTRUM_POSITIONS, d_model))
 
     def forward(self, spectrum: torch.Tensor) -> torch.Tensor:
         return self.net(spectrum.unsqueeze(1))
@@ -148,6 +164,8 @@ class MultimodalModel(nn.Module):
         self.climate_head = nn.Linear(d, cfg.fusion.n_climate_states)
         self.biosignature_head = nn.Linear(d, 1)
         self.physics_head = nn.Linear(d, 1)
+        self.gas_head = nn.Linear(d, N_GASES)
+        self.retrieval_head = nn.Linear(d, 2 * N_RETRIEVAL)  # mean and log variance per target
         # FSDP needs every rank to run every sharded module; when set, an absent modality's encoder
         # still runs on one stand-in sample whose output enters the loss multiplied by zero.
         self.run_all_encoders = False
@@ -249,7 +267,10 @@ class MultimodalModel(nn.Module):
             "climate_logits": self.climate_head(fused),
             "biosignature_logit": self.biosignature_head(fused).squeeze(-1),
             "t_eq_pred": self.physics_head(fused).squeeze(-1),
+            "gas_logits": self.gas_head(fused),
         }
+        mean, log_var = self.retrieval_head(fused).chunk(2, dim=-1)
+        out["retrieval_mean"], out["retrieval_log_var"] = mean, log_var.clamp(*LOG_VAR_RANGE)
         out.update(self.losses(out, batch, enc_losses, missing))
         return out
 
@@ -281,16 +302,34 @@ class MultimodalModel(nn.Module):
         recon = sum((enc_losses[k] for k in ("graph_edge", "graph_node", "graph_kl") if k in enc_losses), zero)
         language = enc_losses.get("language", zero)
         keepalive = enc_losses.get("keepalive", zero)  # exactly zero: stand-in encoder runs under FSDP
+        gas_detection, retrieval = self.gas_losses(out, batch)
         w = self.cfg.fusion.loss_weights
         classification = hab + climate + bio + catalog_only
         total = (w["classification"] * classification + w["reconstruction"] * recon
                  + w["physics"] * physics + w["consistency"] * consistency + w["language"] * language
-                 + keepalive)
+                 + w.get("gas", 1.0) * (gas_detection + retrieval) + keepalive)
         return {"loss": total, "loss_classification": classification, "loss_habitability": hab,
                 "loss_catalog_only": catalog_only, "loss_climate_state": climate,
                 "loss_biosignature": bio, "loss_reconstruction": recon, "loss_physics": physics,
                 "loss_consistency": consistency, "loss_language": language,
+                "loss_gas_detection": gas_detection, "loss_retrieval": retrieval,
                 **{f"loss_{k}": v for k, v in enc_losses.items() if k.startswith("graph_")}}
+
+
+    @staticmethod
+    def gas_losses(out: dict[str, torch.Tensor], batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(presence BCE averaged over the samples with gas labels, Gaussian NLL averaged over every
+        retrieval target present); both zero — in the graph — for a batch without gas labels."""
+        logits, mean, log_var = out["gas_logits"], out["retrieval_mean"], out["retrieval_log_var"]
+        if "gas_present" not in batch:
+            return (logits * 0.0).sum(), (mean * 0.0).sum() + (log_var * 0.0).sum()
+        present = batch["gas_present"].to(logits.dtype)
+        detection = F.binary_cross_entropy_with_logits(logits, present, reduction="none").mean(dim=1)
+        detection = _masked_mean(detection, torch.ones_like(detection, dtype=torch.bool))
+        y = batch["gas_targets"]
+        has = ~torch.isnan(y)
+        nll = 0.5 * (log_var + (torch.nan_to_num(y) - mean) ** 2 * torch.exp(-log_var))
+        return detection, _masked_mean(nll, has)
 
 
 def init_weights(model: nn.Module, seed: int, std: float = 0.02) -> nn.Module:

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 import torch
 from torch_geometric.data import Batch, Data
 
-from astrobio_lib.models.fusion import MODALITIES, MultimodalConfig
+from astrobio_lib.models.fusion import MODALITIES, N_GASES, N_RETRIEVAL, MultimodalConfig
 
 
 def synthetic_batch(cfg: MultimodalConfig, batch_size: int = 4, seq_len: int = 16, seed: int = 0,
@@ -57,4 +57,6 @@ def synthetic_batch(cfg: MultimodalConfig, batch_size: int = 4, seq_len: int = 1
         "climate_state": torch.randint(0, f.n_climate_states, (batch_size,), generator=gen),
         "biosignature": torch.randint(0, 2, (batch_size,), generator=gen).float(),
         "t_eq": torch.randn(batch_size, generator=gen),
+        "gas_present": torch.randint(0, 2, (batch_size, N_GASES), generator=gen).float(),
+        "gas_targets": torch.randn(batch_size, N_RETRIEVAL, generator=gen),
     }

@@ -182,11 +182,46 @@ def validate(model, dataset: PlanetDataset, collate: Collate, micro_batch: int, 
         batch = to_device(collate(items), device, input_dtype(precision))
         with autocast_for(precision, device):
             out = model(batch)
-        for k in ("loss", "loss_habitability"):
+        for k in ("loss", "loss_habitability", "loss_gas_detection", "loss_retrieval"):
             sums[k] = sums.get(k, 0.0) + float(out[k]) * len(items)
         n += len(items)
     model.train(was_training)
     return {f"val_{k}": v / max(n, 1) for k, v in sums.items()}
+
+
+def headline(task: str, losses: dict[str, float], prefix: str = "") -> float:
+    """The loss that picks the best checkpoint and stops early: the habitability BCE, or for gas
+    detection the presence BCE plus the retrieval NLL."""
+    if task == "gas_detection":
+        return losses[f"{prefix}loss_gas_detection"] + losses[f"{prefix}loss_retrieval"]
+    return losses[f"{prefix}loss_habitability"]
+
+
+def open_gas_data(cfg: Config, data_dir: Path, text_max_len: int):
+    """(train, validation) datasets of ``task: gas_detection``: noisy draws of the SIMULATED spectra
+    notebook 01 generated in ``data_dir/gas_spectra`` (:mod:`astrobio_lib.data.gas_dataset`).
+
+    Raises:
+        DatasetNotBuilt: no generated spectra.
+    """
+    from astrobio_lib.data import gas_dataset
+
+    try:
+        train_ds = gas_dataset.open_gas_split(data_dir, "train", cfg.run.seed, cfg.train.gas_train_draws, text_max_len)
+    except FileNotFoundError as exc:
+        raise DatasetNotBuilt(f"task: gas_detection needs the gas-detection spectra in {data_dir / 'gas_spectra'}: "
+                              f"run 01_data_validation with gas_planets > 0 first") from exc
+    val_ds = gas_dataset.GasDetectionDataset(train_ds.gas, _gas_host_split(train_ds.gas, cfg.run.seed), "val",
+                                             max(1, cfg.train.gas_train_draws // 4), cfg.run.seed,
+                                             text_max_len=text_max_len,
+                                             target_stats=(train_ds.target_mean, train_ds.target_std))
+    return train_ds, val_ds
+
+
+def _gas_host_split(ds, seed: int):
+    from astrobio_lib.data import gas_spectra
+
+    return gas_spectra.host_split(ds.hostname, seed)
 
 
 @dataclass
@@ -202,7 +237,7 @@ class Setup:
     state: ckpt.TrainState
     checkpointer: ckpt.Checkpointer
     sched_target: Any
-    text_max_len: int
+    text_max_len: int  # tokens per sample (0: the task has no text)
     resumed_from: Optional[str]
     t_start: float
     flops_per_sample: float = 0.0  # model FLOPs (forward + backward) per sample, as in the memory budget
@@ -226,9 +261,14 @@ def setup(cfg: Config, info: distributed.DistInfo, data_dir: Optional[Path] = No
 
     # ---- data: built by notebook 01; the trainer only reads it
     data_dir = Path(data_dir) if data_dir else run_dir / "data"
-    manifest = open_dataset(data_dir)
-    text_max_len = int(manifest["config"]["text_max_len"])
-    train_ds, val_ds = PlanetDataset(data_dir, "train"), PlanetDataset(data_dir, "val", validate=False)
+    if t.task == "gas_detection":  # no text in this task: the budget keeps the configured text shape
+        text_max_len = cfg.data.text_max_len
+        train_ds, val_ds = open_gas_data(cfg, data_dir, text_max_len)
+        manifest = {"build_sha256": train_ds.gas.manifest.get("cache_key"), "modalities": {}}
+    else:
+        manifest = open_dataset(data_dir)
+        text_max_len = int(manifest["config"]["text_max_len"])
+        train_ds, val_ds = PlanetDataset(data_dir, "train"), PlanetDataset(data_dir, "val", validate=False)
     if train_ds.synthetic:
         log.warning("training on a SYNTHETIC catalog: results say nothing about real planets")
 
@@ -304,6 +344,8 @@ def setup(cfg: Config, info: distributed.DistInfo, data_dir: Optional[Path] = No
     scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16-mixed" else None
     order = ResumableOrder(len(train_ds), t.micro_batch_size, cfg.run.seed, info.world_size, info.rank)
     flat = {**flat_cfg, "dataset_build_sha256": manifest["build_sha256"], "text_max_len": text_max_len}
+    if t.task == "gas_detection":  # the spectra by content: resuming on another generated set is refused
+        flat["gas_spectra_key"] = manifest["build_sha256"]
     if cfg.model.llm_checkpoint:  # the base by content: resuming or evaluating against another one is refused
         flat["llm_base_sha256"] = pretrained.fingerprint_sha256(cfg.model.llm_checkpoint)
     state = ckpt.TrainState(model, optimizer, scheduler, order, flat, scaler)
@@ -321,7 +363,9 @@ def setup(cfg: Config, info: distributed.DistInfo, data_dir: Optional[Path] = No
             dropped = tracking.MetricsLog(run_dir / "metrics.jsonl", enabled=info.is_main).truncate_after(state.step)
             log.info("resumed from %s at step %d (epoch %d, %d samples into it); %d later metric records dropped",
                      resumed_from, state.step, order.position.epoch, order.position.offset, dropped)
-    flops = sum(memory.flops_per_sample(model_cfg, shape, plan).values())
+    flops_parts = memory.flops_per_sample(model_cfg, shape, plan)
+    # gas detection runs the catalog and spectrum encoders, fusion and heads only
+    flops = flops_parts["fusion_and_heads"] if t.task == "gas_detection" else sum(flops_parts.values())
     peak = None
     if device.type == "cuda":
         gpu = memory.device_for_name(torch.cuda.get_device_name(device))
@@ -329,7 +373,8 @@ def setup(cfg: Config, info: distributed.DistInfo, data_dir: Optional[Path] = No
         log.info("MFU is reported against %s", f"{gpu.name}'s dense bf16 peak x {info.world_size}" if gpu else
                  f"nothing: the peak of {torch.cuda.get_device_name(device)} is unknown (add it to memory.DEVICES)")
     return Setup(cfg, info, run_dir, train_ds, val_ds, Collate(train_ds.graphs), state, checkpointer, sched_target,
-                 text_max_len, resumed_from, t_start, flops, peak)
+                 0 if t.task == "gas_detection" else text_max_len,  # tokens/s: no text in gas detection
+                 resumed_from, t_start, flops, peak)
 
 
 def with_batch(cfg: Config, micro_batch_size: int, grad_accum_steps: int) -> Config:
@@ -576,9 +621,9 @@ def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
             eta = (t.max_steps - step) * (now - window_t) / max(1, window_samples / (n_step * info.world_size))
             achieved = rate * s.flops_per_sample
             util = memory.mfu(rate, s.flops_per_sample, s.peak_flops)
-            log.info("step %d/%d | epoch %d | loss %.4f | habitability %.4f | lr %.2e | grad norm %.3f | "
+            log.info("step %d/%d | epoch %d | loss %.4f | %s %.4f | lr %.2e | grad norm %.3f | "
                      "%.1f samples/s | %.0f tokens/s | %.2f model TFLOP/s | MFU %s | ETA %.0f s", step, t.max_steps,
-                     epoch, sums["loss"], sums.get("loss_habitability", float("nan")), record["lr"], grad_norm, rate,
+                     epoch, sums["loss"], t.task, headline(t.task, sums), record["lr"], grad_norm, rate,
                      rate * s.text_max_len, achieved / 1e12, f"{100 * util:.1f}%" if util is not None else
                      ("n/a (CPU)" if s.peak_flops is None and s.info.device.type != "cuda" else "n/a (unknown GPU)"),
                      eta)
@@ -618,12 +663,13 @@ def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
         if step % t.val_every_steps == 0 and len(s.val_ds):
             val = validate(model, s.val_ds, Collate(s.val_ds.graphs), t.micro_batch_size, device, t.precision)
             metrics.write({"step": step, **val})
-            score = val["val_loss_habitability"]
+            score = headline(t.task, val, "val_")
             if counters["best_val"] is None or score < counters["best_val"]:
                 counters["best_val"], counters["vals_without_improvement"], improved = score, 0, True
             else:
                 counters["vals_without_improvement"] += 1
-            log.info("step %d: validation loss %.4f, habitability BCE %.4f%s", step, val["val_loss"], score,
+            log.info("step %d: validation loss %.4f, %s %.4f%s", step, val["val_loss"],
+                     "habitability BCE" if t.task == "habitability" else "gas BCE + retrieval NLL", score,
                      " (best)" if improved else f" ({counters['vals_without_improvement']} without improvement)")
         due = (step % t.checkpoint_every_steps == 0 or improved
                or time.monotonic() - last_ckpt_time >= 60 * t.checkpoint_every_minutes)

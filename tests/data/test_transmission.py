@@ -122,18 +122,6 @@ def test_missing_opacities_name_the_fix(monkeypatch, tmp_path):
         tx.opacity_dir()
 
 
-@pytest.fixture(scope="module")
-def smoke_spectra(tmp_path_factory, real_catalog):
-    from astrobio_lib.data import catalog
-
-    planets, _ = catalog.load_catalog("file", str(real_catalog))
-    sel = gs.rocky_planets(planets, 40)
-    folder = tmp_path_factory.mktemp("gas")
-    ds, cached = gs.build_or_load(folder, sel, 10, seed=0, processes=2)
-    assert not cached and gs.build_or_load(folder, sel, 10, seed=0)[1]  # the second call is the cache
-    return ds
-
-
 def test_split_keeps_every_noiseless_spectrum_and_star_in_one_split(smoke_spectra):
     ds = smoke_spectra
     split = gs.host_split(ds.hostname, seed=0)

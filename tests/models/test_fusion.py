@@ -62,13 +62,13 @@ def test_initialisation_is_deterministic_from_the_seed():
 def test_loss_weights_are_the_seeds_and_apply():
     cfg = get_preset("tiny")
     assert cfg.fusion.loss_weights == {"classification": 1.0, "reconstruction": 0.1, "physics": 0.2,
-                                       "consistency": 0.15, "language": 0.1}
+                                       "consistency": 0.15, "language": 0.1, "gas": 1.0}  # the seeds' + issue 14
     model = build_model(cfg, seed=0)
     out = model(synthetic_batch(cfg))
     w = cfg.fusion.loss_weights
     expected = (w["classification"] * out["loss_classification"] + w["reconstruction"] * out["loss_reconstruction"]
                 + w["physics"] * out["loss_physics"] + w["consistency"] * out["loss_consistency"]
-                + w["language"] * out["loss_language"])
+                + w["language"] * out["loss_language"] + w["gas"] * (out["loss_gas_detection"] + out["loss_retrieval"]))
     torch.testing.assert_close(out["loss"], expected)
 
 
