@@ -90,9 +90,9 @@ class DataConfig:
                                  "iJO1366 | salmonella", choices=("textbook", "iJO1366", "salmonella"))
     text_max_len: int = param(256, "tokens per planet description (bytes, or the llm_checkpoint tokenizer's tokens)", min=16, max=4096)
     shard_size: int = param(128, "planets per dataset shard file", min=1)
-    gas_planets: int = param(40, "rocky planets (one per host star) for the SIMULATED gas-detection spectra; 0: none",
+    gas_planets: int = param(20, "rocky planets (one per host star) for the SIMULATED gas-detection spectra; 0: none",
                              min=0)
-    gas_atmospheres: int = param(10, "atmospheres drawn per planet for the gas-detection spectra", min=1)
+    gas_atmospheres: int = param(5, "atmospheres drawn per planet for the gas-detection spectra", min=1)
 
 
 @dataclass

@@ -65,7 +65,7 @@ def _classifier(name: str, seed: int):
 
     if name == "band_depths":
         return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
-    return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, random_state=seed)
+    return HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, random_state=seed)
 
 
 def recall_at_fpr(y: np.ndarray, score: np.ndarray, fpr: float = 0.05) -> float:

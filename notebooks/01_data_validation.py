@@ -41,8 +41,8 @@ metabolic_model: str = "textbook"  # cobra model for the metabolic graphs: textb
 text_max_len: int = 256  # tokens per planet description (bytes, or the llm_checkpoint tokenizer's tokens)
 llm_checkpoint: Optional[str] = None  # pretrained Llama-family checkpoint directory (Hugging Face layout): its LLM and tokenizer replace the preset's; None: from scratch
 shard_size: int = 128  # planets per dataset shard file
-gas_planets: int = 40  # rocky planets (one per host star) for the SIMULATED gas-detection spectra; 0: none
-gas_atmospheres: int = 10  # atmospheres drawn per planet for the gas-detection spectra
+gas_planets: int = 20  # rocky planets (one per host star) for the SIMULATED gas-detection spectra; 0: none
+gas_atmospheres: int = 5  # atmospheres drawn per planet for the gas-detection spectra
 
 # %%
 from pathlib import Path

@@ -77,7 +77,7 @@ def test_run_log_has_one_line_per_event(smoke_run):
     # the notebooks' own output is labelled with the notebook's name
     assert any(" INFO 04_evaluation: 04_evaluation verdict:" in line for line in log)
     # the slow part of 04 shows progress, as text
-    assert any("04_evaluation: bootstrap model" in line and "100%" in line for line in log)
+    assert any("04_evaluation: detection curves" in line and "100%" in line for line in log)
     terminal = (smoke_run / "terminal.txt").read_text()
     assert "Executing Cell" not in terminal and "IProgress" not in terminal
 
