@@ -12,17 +12,31 @@ import os
 import resource
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from astrobio_lib.fsutil import atomic_write
 
 log = logging.getLogger("astrobio.train")
 
 
-def setup_logging(run_dir: str | Path, rank: int = 0) -> None:
+def setup_logging(run_dir: str | Path, rank: int = 0) -> Callable[[], None]:
     """Plain, flushed log lines to stdout and ``run_dir/run.log`` (rank 0; other ranks log
-    warnings only), idempotent."""
+    warnings only), idempotent. Returns a function that puts the ``astrobio`` logger back as it was
+    (so a training run inside a longer process — a kernel, a pipeline, a test session — leaves no
+    handler or propagation change behind)."""
     root = logging.getLogger("astrobio")
+    before = (list(root.handlers), root.level, root.propagate)
+
+    def restore() -> None:
+        for h in root.handlers:
+            if h not in before[0]:
+                h.flush()
+                if isinstance(h, logging.FileHandler):
+                    h.close()
+        root.handlers[:] = before[0]
+        root.setLevel(before[1])
+        root.propagate = before[2]
+
     root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     root.propagate = False
     fmt = logging.Formatter(f"%(asctime)s %(levelname)s [rank {rank}] %(message)s", "%Y-%m-%d %H:%M:%S")
@@ -38,6 +52,7 @@ def setup_logging(run_dir: str | Path, rank: int = 0) -> None:
         root.addHandler(sh)
     for h in root.handlers:
         h.flush()
+    return restore
 
 
 class MetricsLog:

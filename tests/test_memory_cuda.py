@@ -36,13 +36,23 @@ def _preset(name: str):
     return cfg
 
 
+def _added_since_measured(cfg) -> int:
+    """Parameters added after the H100 measurement (issue 14): the gas-presence and retrieval heads,
+    and the spectrum encoder's projection from 16 pooled positions instead of 1 — ~67k parameters,
+    0.07% of small and 0.01% of medium, far below the tolerances here."""
+    from astrobio_lib.models.fusion import N_GASES, N_RETRIEVAL, SPECTRUM_POSITIONS
+
+    d, c = cfg.fusion.d_model, cfg.fusion.spectrum_channels
+    return (d + 1) * N_GASES + (d + 1) * 2 * N_RETRIEVAL + c * (SPECTRUM_POSITIONS - 1) * d
+
+
 @pytest.mark.parametrize("row", _measurements()["rows"], ids=lambda r: f"{r['preset']}-{r['precision']}-"
                          f"{r['optimizer']}-ckpt{int(r['ckpt'])}-mb{r['mb']}-s{r['seq']}")
 def test_h100_allocator_peaks_within_10_percent_and_never_5_under(row):
     cfg = _preset(row["preset"])
     plan = memory.Plan(precision=row["precision"], optimizer=row["optimizer"], activation_checkpointing=row["ckpt"])
     est = memory.estimate(cfg, plan, memory.BatchShape(row["mb"], row["seq"], 1), H100)
-    assert est.parameters["total"] == row["params"]
+    assert est.parameters["total"] == row["params"] + _added_since_measured(cfg)
     err = est.peak_allocated / (row["peak_alloc_gb"] * 1e9) - 1
     assert -0.05 <= err <= 0.10, f"peak allocated {est.peak_allocated / 1e9:.3f} GB vs measured " \
                                  f"{row['peak_alloc_gb']} GB: {100 * err:+.1f}% (phase {est.peak_phase})"

@@ -237,7 +237,7 @@ def test_synthetic_only_when_asked_and_every_report_and_the_index_say_so(tmp_pat
     assert res.returncode == 1 and "absent.csv (from catalog_path) does not exist" in res.stderr
     params = tmp_path / "syn.yaml"
     params.write_text("catalog_source: synthetic\nn_planets: 64\n"
-                      "label_mc_samples: 16\nmax_steps: 10\nbootstrap_samples: 20\ngas_planets: 12\ngas_atmospheres: 4\n")
+                      "label_mc_samples: 16\nmax_steps: 10\nbootstrap_samples: 20\ngas_planets: 0\n")
     res = subprocess.run([sys.executable, "-m", "astrobio_lib.pipeline", str(params), "--outputs",
                           str(tmp_path / "out"), "--from", "01"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)

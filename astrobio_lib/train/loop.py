@@ -457,11 +457,11 @@ def train(cfg: Config, data_dir: Optional[str | Path] = None) -> TrainResult:
     run_dir = Path(cfg.run.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     info = distributed.init(cfg.train.sharding)
-    tracking.setup_logging(run_dir, info.rank)
+    restore_logging = tracking.setup_logging(run_dir, info.rank)
     lock = RunLock(run_dir, "train.lock", "training process") if info.is_main else None
-    if lock is not None:
-        lock.acquire()
     try:
+        if lock is not None:
+            lock.acquire()
         with Preemption() as preempt:
             if not preempt.installed:
                 log.info("not on the main thread: SIGTERM/SIGINT will not be turned into a checkpoint")
@@ -471,8 +471,9 @@ def train(cfg: Config, data_dir: Optional[str | Path] = None) -> TrainResult:
             finally:
                 s.checkpointer.close()
     finally:
-        if lock is not None:
+        if lock is not None and lock.held:
             lock.release()
+        restore_logging()
 
 
 class _Lookahead(torch.utils.data.Sampler):

@@ -20,7 +20,7 @@ from ..conftest import REPO, built
 
 FAST = dict(n_planets=64, label_mc_samples=16, micro_batch_size=2, grad_accum_steps=2, val_every_steps=4,
             checkpoint_every_steps=4, log_every_steps=4, memory_every_steps=8, wandb_mode="disabled",
-            warmup_steps=2)
+            warmup_steps=2, gas_planets=0)
 
 
 def params(run_dir: Path, catalog: Path, **kw) -> dict:
