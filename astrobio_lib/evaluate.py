@@ -347,7 +347,8 @@ def evaluate_gas_run(run_dir: str | Path, draws: int = 4, bootstrap: int = 100, 
     spectra: detection curves of the model and the three baselines on the same noisy draws, the
     verdict per gas and N against full-spectrum gradient boosting, retrieval R² / RMSE / interval
     coverage, and the interval calibration curve. Writes ``gas_detection_curves.csv``,
-    ``gas_retrieval.csv`` and ``gas_evaluation.json``; returns the frames.
+    ``gas_retrieval.csv`` and ``gas_evaluation.json``; returns the frames, the model's test predictions
+    (``pred``, :func:`astrobio_lib.gas_detection.predict`) and the truth of every spectrum (``truth``).
 
     Raises:
         FileNotFoundError: no spectra or no checkpoint in the run folder.
@@ -384,4 +385,4 @@ def evaluate_gas_run(run_dir: str | Path, draws: int = 4, bootstrap: int = 100, 
            "retrieval": retrieval.to_dict("records"), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (run_dir / "gas_evaluation.json").write_text(json.dumps(out, indent=1, default=float))
     return {**out, "curves": curves, "verdict_table": verdict, "retrieval_table": retrieval,
-            "calibration": calibration}
+            "calibration": calibration, "pred": pred, "truth": truth}

@@ -124,14 +124,13 @@ if gas_result:
     retrieval = gas_result["retrieval_table"]
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
     plots.interval_calibration(axes[0], gas_result["calibration"])
-    test_ds = gas_dataset.GasDetectionDataset(gas, split, "test", cfg.eval.gas_noise_draws, cfg.run.seed, transits=(30,))
-    model, _, _ = evaluate.load_model(cfg.run.run_dir)
-    pred = gas_detection.predict(model, test_ds)
-    truth = gas_dataset.retrieval_truth(gas)[pred["row"]]
+    pred = gas_result["pred"]
+    at30 = pred["n_transits"] == 30
+    truth = gas_result["truth"][pred["row"][at30]]
     for ax, k in zip(axes[1:], (gas_dataset.RETRIEVAL_TARGETS.index("log10_vmr_CO2"),
                                 gas_dataset.RETRIEVAL_TARGETS.index("log10_surface_pressure_pa")), strict=True):
         has = np.isfinite(truth[:, k])
-        plots.retrieval_scatter(ax, truth[has, k], pred["mean"][has, k], pred["std"][has, k],
+        plots.retrieval_scatter(ax, truth[has, k], pred["mean"][at30][has, k], pred["std"][at30][has, k],
                                 f"{gas_dataset.RETRIEVAL_TARGETS[k]} (30 transits)")
     plt.tight_layout()
     plt.show()

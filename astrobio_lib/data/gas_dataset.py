@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -49,6 +49,14 @@ def retrieval_truth(ds: gs.GasSpectra) -> np.ndarray:
     return np.column_stack([ds.log10_vmr, ds.temperature_k, ds.log10_surface_pressure_pa, ds.log10_cloud_top_pa])
 
 
+def _standardisation(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) per column ignoring NaN; a column without values gets mean 0, std 1."""
+    with warnings.catch_warnings():  # an all-NaN column warns; it is handled below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean, std = np.nanmean(reference, axis=0), np.nanstd(reference, axis=0)
+    return np.nan_to_num(mean), np.where(np.nan_to_num(std) > 0, np.nan_to_num(std), 1.0)
+
+
 def catalog_inputs(ds: gs.GasSpectra, split: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(standardised features [planets, 16] with 0 where missing, presence mask): the catalog
     features of :func:`astrobio_lib.data.build.catalog_features`, ESI left out (it would need the
@@ -57,11 +65,7 @@ def catalog_inputs(ds: gs.GasSpectra, split: np.ndarray) -> tuple[np.ndarray, np
 
     raw = catalog_features(ds.planets, np.full(len(ds.planets), np.nan))
     train_planets = np.unique(ds.planet[split == "train"])
-    ref = raw[train_planets] if len(train_planets) else raw
-    with warnings.catch_warnings():  # a feature no training planet has (all NaN): mean 0, std 1
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean, std = np.nanmean(ref, axis=0), np.nanstd(ref, axis=0)
-    mean, std = np.nan_to_num(mean), np.where(np.nan_to_num(std) > 0, np.nan_to_num(std), 1.0)
+    mean, std = _standardisation(raw[train_planets] if len(train_planets) else raw)
     mask = np.isfinite(raw)
     return np.where(mask, (raw - mean) / std, 0.0), mask
 
@@ -78,8 +82,7 @@ class GasDetectionDataset(torch.utils.data.Dataset):
     graphs: list = []  # no metabolic graphs in this task (Collate: graph_id -1)
 
     def __init__(self, ds: gs.GasSpectra, split: np.ndarray, which: str, draws: int, seed: int,
-                 transits: Sequence[int] = TRANSITS, text_max_len: int = 16,
-                 target_stats: Optional[tuple[np.ndarray, np.ndarray]] = None):
+                 transits: Sequence[int] = TRANSITS, text_max_len: int = 16):
         if which not in SPLIT_OFFSET:
             raise ValueError(f"split {which!r}: one of {tuple(SPLIT_OFFSET)}")
         self.gas, self.which, self.transits = ds, which, tuple(int(n) for n in transits)
@@ -88,13 +91,7 @@ class GasDetectionDataset(torch.utils.data.Dataset):
             raise ValueError(f"the {which} split of the gas-detection spectra is empty: raise gas_planets "
                              f"(host stars are split 60/20/20)")
         truth = retrieval_truth(ds)
-        if target_stats is None:
-            train = truth[split == "train"]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean, std = np.nanmean(train, axis=0), np.nanstd(train, axis=0)
-            target_stats = (np.nan_to_num(mean), np.where(np.nan_to_num(std) > 0, np.nan_to_num(std), 1.0))
-        self.target_mean, self.target_std = (np.asarray(a, dtype=np.float64) for a in target_stats)
+        self.target_mean, self.target_std = _standardisation(truth[split == "train"])  # every split: train's
         spectra, source, n_of = [], [], []
         for n in self.transits:
             x, rep = gs.noisy(ds, rows, n, draws, seed + 17 * n + SPLIT_OFFSET[which])
@@ -131,14 +128,15 @@ class GasDetectionDataset(torch.utils.data.Dataset):
         return standardised * self.target_std + self.target_mean
 
 
-def open_gas_split(data_dir: str | Path, which: str, seed: int, draws: int, text_max_len: int,
-                   transits: Sequence[int] = TRANSITS) -> GasDetectionDataset:
-    """The split ``which`` of the gas-detection spectra notebook 01 generated in ``data_dir/gas_spectra``
-    (host split with ``seed``, as every notebook uses it).
+def open_train_val(data_dir: str | Path, seed: int, train_draws: int, val_draws: int,
+                   text_max_len: int) -> tuple[GasDetectionDataset, GasDetectionDataset]:
+    """The training and validation splits of the gas-detection spectra notebook 01 generated in
+    ``data_dir/gas_spectra`` (host split with ``seed``, as every notebook uses it).
 
     Raises:
         FileNotFoundError: no spectra there (gas_planets: 0, or 01 not run).
     """
     ds = gs.load(Path(data_dir) / "gas_spectra")
     split = gs.host_split(ds.hostname, seed)
-    return GasDetectionDataset(ds, split, which, draws, seed, transits, text_max_len)
+    return (GasDetectionDataset(ds, split, "train", train_draws, seed, text_max_len=text_max_len),
+            GasDetectionDataset(ds, split, "val", val_draws, seed, text_max_len=text_max_len))

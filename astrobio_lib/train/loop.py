@@ -207,21 +207,11 @@ def open_gas_data(cfg: Config, data_dir: Path, text_max_len: int):
     from astrobio_lib.data import gas_dataset
 
     try:
-        train_ds = gas_dataset.open_gas_split(data_dir, "train", cfg.run.seed, cfg.train.gas_train_draws, text_max_len)
+        return gas_dataset.open_train_val(data_dir, cfg.run.seed, cfg.train.gas_train_draws,
+                                          max(1, cfg.train.gas_train_draws // 4), text_max_len)
     except FileNotFoundError as exc:
         raise DatasetNotBuilt(f"task: gas_detection needs the gas-detection spectra in {data_dir / 'gas_spectra'}: "
                               f"run 01_data_validation with gas_planets > 0 first") from exc
-    val_ds = gas_dataset.GasDetectionDataset(train_ds.gas, _gas_host_split(train_ds.gas, cfg.run.seed), "val",
-                                             max(1, cfg.train.gas_train_draws // 4), cfg.run.seed,
-                                             text_max_len=text_max_len,
-                                             target_stats=(train_ds.target_mean, train_ds.target_std))
-    return train_ds, val_ds
-
-
-def _gas_host_split(ds, seed: int):
-    from astrobio_lib.data import gas_spectra
-
-    return gas_spectra.host_split(ds.hostname, seed)
 
 
 @dataclass
