@@ -111,6 +111,20 @@ def _bootstrap(y: np.ndarray, score: np.ndarray, hosts: np.ndarray, samples: int
             for k, v in draws.items()}
 
 
+def _fit_and_score(ds: gs.GasSpectra, base: str, cat: np.ndarray, train: np.ndarray, x_te: np.ndarray,
+                   r_te: np.ndarray, n: int, draws: int, seed: int) -> np.ndarray:
+    """P(present) [test draws, gases] of baseline ``base`` fitted, one classifier per gas, on noisy
+    draws of the training spectra at ``n`` transits (seed + 17 N)."""
+    x_tr, r_tr = gs.noisy(ds, train, n, draws, seed + 17 * n)
+    if base == "catalog":
+        f_tr, f_te = cat[r_tr], cat[r_te]
+    else:
+        z_tr, z_te = normalised(ds, x_tr, r_tr, n), normalised(ds, x_te, r_te, n)
+        f_tr, f_te = (band_depths(ds, z_tr), band_depths(ds, z_te)) if base == "band_depths" else (z_tr, z_te)
+    return np.column_stack([_classifier(base, seed).fit(f_tr, ds.present[r_tr, g]).predict_proba(f_te)[:, 1]
+                            for g in range(len(tx.GASES))])
+
+
 def detection_curves(ds: gs.GasSpectra, split: np.ndarray, transits: tuple[int, ...] = TRANSITS, draws: int = 4,
                      baselines: tuple[str, ...] = BASELINES, bootstrap: int = 100, seed: int = 0,
                      progress: Optional[Any] = None,
@@ -125,31 +139,15 @@ def detection_curves(ds: gs.GasSpectra, split: np.ndarray, transits: tuple[int, 
     rows = []
     steps = [(n, b) for n in transits for b in (*baselines, *(scorers or {}))]
     for step, (n, base) in enumerate(steps):
-        x_tr, r_tr = gs.noisy(ds, train, n, draws, seed + 17 * n)
         x_te, r_te = gs.noisy(ds, test, n, draws, seed + 17 * n + 1)
         if scorers and base in scorers:
             probs = scorers[base](n, r_te)
-            for g, gas in enumerate(tx.GASES):
-                y = ds.present[r_te, g].astype(int)
-                ci = _bootstrap(y, probs[:, g], hosts[r_te], bootstrap, seed + g)
-                rows.append({"baseline": base, "gas": gas, "n_transits": n, **_metrics(y, probs[:, g]),
-                             **{f"{k}_lo": v[0] for k, v in ci.items()}, **{f"{k}_hi": v[1] for k, v in ci.items()},
-                             "n_test_spectra": len(test), "n_test_hosts": len(np.unique(hosts[test]))})
-            if progress:
-                progress(step + 1, len(steps))
-            continue
-        if base == "catalog":
-            f_tr, f_te = cat[r_tr], cat[r_te]
         else:
-            z_tr, z_te = normalised(ds, x_tr, r_tr, n), normalised(ds, x_te, r_te, n)
-            f_tr, f_te = (band_depths(ds, z_tr), band_depths(ds, z_te)) if base == "band_depths" else (z_tr, z_te)
+            probs = _fit_and_score(ds, base, cat, train, x_te, r_te, n, draws, seed)
         for g, gas in enumerate(tx.GASES):
-            clf = _classifier(base, seed).fit(f_tr, ds.present[r_tr, g])
-            score = clf.predict_proba(f_te)[:, 1]
             y = ds.present[r_te, g].astype(int)
-            m = _metrics(y, score)
-            ci = _bootstrap(y, score, hosts[r_te], bootstrap, seed + g)
-            rows.append({"baseline": base, "gas": gas, "n_transits": n, **m,
+            ci = _bootstrap(y, probs[:, g], hosts[r_te], bootstrap, seed + g)
+            rows.append({"baseline": base, "gas": gas, "n_transits": n, **_metrics(y, probs[:, g]),
                          **{f"{k}_lo": v[0] for k, v in ci.items()}, **{f"{k}_hi": v[1] for k, v in ci.items()},
                          "n_test_spectra": len(test), "n_test_hosts": len(np.unique(hosts[test]))})
         if progress:

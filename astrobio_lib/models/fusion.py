@@ -307,7 +307,7 @@ class MultimodalModel(nn.Module):
         classification = hab + climate + bio + catalog_only
         total = (w["classification"] * classification + w["reconstruction"] * recon
                  + w["physics"] * physics + w["consistency"] * consistency + w["language"] * language
-                 + w.get("gas", 1.0) * (gas_detection + retrieval) + keepalive)
+                 + w["gas"] * (gas_detection + retrieval) + keepalive)
         return {"loss": total, "loss_classification": classification, "loss_habitability": hab,
                 "loss_catalog_only": catalog_only, "loss_climate_state": climate,
                 "loss_biosignature": bio, "loss_reconstruction": recon, "loss_physics": physics,
@@ -324,8 +324,7 @@ class MultimodalModel(nn.Module):
         if "gas_present" not in batch:
             return (logits * 0.0).sum(), (mean * 0.0).sum() + (log_var * 0.0).sum()
         present = batch["gas_present"].to(logits.dtype)
-        detection = F.binary_cross_entropy_with_logits(logits, present, reduction="none").mean(dim=1)
-        detection = _masked_mean(detection, torch.ones_like(detection, dtype=torch.bool))
+        detection = F.binary_cross_entropy_with_logits(logits, present)  # every sample has all five labels
         y = batch["gas_targets"]
         has = ~torch.isnan(y)
         nll = 0.5 * (log_var + (torch.nan_to_num(y) - mean) ** 2 * torch.exp(-log_var))
