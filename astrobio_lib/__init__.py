@@ -1,4 +1,4 @@
-"""astrobio: a notebook-driven, memory-budgeted pipeline for a multimodal exoplanet-habitability model."""
+"""astrobio: a notebook-driven, memory-budgeted pipeline for multimodal exoplanet models (tasks in astrobio_lib/tasks)."""
 
 __version__ = "0.1.0"
 

@@ -7,7 +7,15 @@ out-of-range value raises :class:`ConfigError` naming the key, the offending val
 from and, for a typo, the nearest valid key.
 
 Every field here must be declared, with the same type and default, by the parameters cell of at
-least one notebook (``tests/test_config.py`` checks both directions).
+least one notebook (``tests/test_config.py`` checks both directions). The defaults are the CPU smoke
+run's values (``params/smoke.yaml``, what ``make run`` trains), so a notebook opened in JupyterLab
+runs the same experiment.
+
+Every field also says how it behaves when a stopped run is resumed (``resume=``): ``structural``
+keys change the experiment and are refused (naming the key and both values), ``data`` keys shape a
+task's data and are refused when the run's task uses them (:attr:`astrobio_lib.tasks.TaskSpec.data_keys`),
+``safe`` keys may change and each change is logged, ``irrelevant`` keys (paths, reporting, hardware
+targets) are not compared. :mod:`astrobio_lib.train.checkpoint` derives its lists from these.
 """
 
 from __future__ import annotations
@@ -18,9 +26,11 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 import yaml
+
+from astrobio_lib import tasks
 
 __all__ = [
     "ConfigError",
@@ -45,13 +55,19 @@ class ConfigError(ValueError):
     """A parameter is unknown, of the wrong type or out of range."""
 
 
-def param(default: Any, help: str, *, min: Optional[float] = None, max: Optional[float] = None,
-          choices: Optional[Iterable[Any]] = None, path: bool = False) -> Any:
-    """A dataclass field carrying its help text and its valid range in ``metadata``."""
+RESUME_CLASSES = ("structural", "data", "safe", "irrelevant")
+
+
+def param(default: Any, help: str, *, resume: Optional[str] = None, min: Optional[float] = None,
+          max: Optional[float] = None, choices: Optional[Iterable[Any] | Callable[[], Iterable[Any]]] = None,
+          path: bool = False) -> Any:
+    """A dataclass field carrying its help text, its valid range (``choices`` may be a function,
+    evaluated when a value is checked) and how it behaves on resume (:data:`RESUME_CLASSES`) in
+    ``metadata``."""
     return field(
         default=default,
-        metadata={"help": help, "min": min, "max": max,
-                  "choices": tuple(choices) if choices is not None else None, "path": path},
+        metadata={"help": help, "min": min, "max": max, "resume": resume,
+                  "choices": choices if callable(choices) or choices is None else tuple(choices), "path": path},
     )
 
 
@@ -59,131 +75,143 @@ def param(default: Any, help: str, *, min: Optional[float] = None, max: Optional
 class RunConfig:
     run_dir: str = param("outputs/notebook_defaults",
                          "run folder: every product of the run is written here (relative: inside the repo)",
-                         path=True)
-    seed: int = param(0, "global random seed (data split, init, sampling)", min=0)
+                         path=True, resume="irrelevant")
+    seed: int = param(0, "global random seed (data split, init, sampling)", min=0, resume="structural")
 
 
 @dataclass
 class EnvironmentConfig:
     min_free_disk_gb: float = param(1.0, "fail when the run folder's disk has less free space (GB)",
-                                    min=0.0)
-    require_gpu: bool = param(False, "fail instead of warn when no CUDA GPU is found")
+                                    min=0.0, resume="irrelevant")
+    require_gpu: bool = param(False, "fail instead of warn when no CUDA GPU is found", resume="irrelevant")
 
 
 @dataclass
 class DataConfig:
-    catalog_source: str = param("auto", "auto (catalog_path, then archive, then the shipped snapshot) | file | "
-                                "archive | snapshot | synthetic", choices=("auto", "file", "archive", "snapshot", "synthetic"))
+    catalog_source: str = param("snapshot", "auto (catalog_path, then archive, then the shipped snapshot) | file | "
+                                "archive | snapshot | synthetic", choices=("auto", "file", "archive", "snapshot", "synthetic"),
+                                resume="irrelevant")
     catalog_path: Optional[str] = param(None, "local PSCompPars CSV; None: env ASTROBIO_CATALOG",
-                                        path=True)
+                                        path=True, resume="irrelevant")
     label_mc_samples: int = param(256, "Monte-Carlo draws per planet for the soft label P(habitable)",
-                                  min=1, max=100_000)
+                                  min=1, max=100_000, resume="data")
     val_fraction: float = param(0.15, "fraction of planets (grouped by host) for validation",
-                                min=0.0, max=0.5)
+                                min=0.0, max=0.5, resume="data")
     test_fraction: float = param(0.15, "fraction of planets (grouped by host) for the test split",
-                                 min=0.0, max=0.5)
+                                 min=0.0, max=0.5, resume="data")
     n_planets: int = param(256, "planets to build with every modality (0: all); positives and "
-                           "climate-domain planets are always kept", min=0)
+                           "climate-domain planets are always kept", min=0, resume="data")
     climate_domain: str = param("core", "CLERO input domain a planet must lie in for a datacube: "
-                                "core | extended", choices=("core", "extended"))
+                                "core | extended", choices=("core", "extended"), resume="data")
     metabolic_model: str = param("textbook", "cobra model for the metabolic graphs: textbook | "
-                                 "iJO1366 | salmonella", choices=("textbook", "iJO1366", "salmonella"))
-    text_max_len: int = param(256, "tokens per planet description (bytes, or the llm_checkpoint tokenizer's tokens)", min=16, max=4096)
-    shard_size: int = param(128, "planets per dataset shard file", min=1)
-    gas_planets: int = param(20, "rocky planets (one per host star) for the SIMULATED gas-detection spectra; 0: none",
-                             min=0)
-    gas_atmospheres: int = param(5, "atmospheres drawn per planet for the gas-detection spectra", min=1)
+                                 "iJO1366 | salmonella", choices=("textbook", "iJO1366", "salmonella"), resume="data")
+    text_max_len: int = param(256, "tokens per planet description (bytes, or the llm_checkpoint tokenizer's tokens)",
+                              min=16, max=4096, resume="data")
+    shard_size: int = param(128, "planets per dataset shard file", min=1, resume="data")
+    gas_planets: int = param(40, "rocky planets (one per host star) for the SIMULATED spectra of the gas-detection "
+                                 "task; 0: none", min=0, resume="data")
+    gas_atmospheres: int = param(10, "atmospheres drawn per planet for the gas-detection spectra", min=1,
+                                 resume="data")
 
 
 @dataclass
 class ModelConfig:
     model_preset: str = param("tiny", "model size preset: tiny | small | medium | seeds_full",
-                              choices=("tiny", "small", "medium", "seeds_full"))
+                              choices=("tiny", "small", "medium", "seeds_full"), resume="structural")
     llm_checkpoint: Optional[str] = param(None, "pretrained Llama-family checkpoint directory (Hugging Face "
                                           "layout): its LLM and tokenizer replace the preset's; None: from scratch",
-                                          path=True)
+                                          path=True, resume="irrelevant")  # its sha256 is structural
 
 
 @dataclass
 class HardwareConfig:
-    gpu_name: str = param("cpu", "target device for budgets and estimates (cpu, RTX A5000, ...)")
-    gpus_per_node: int = param(1, "devices used by the run (1 on CPU)", min=1, max=64)
+    gpu_name: str = param("cpu", "target device for budgets and estimates (cpu, RTX A5000, ...)", resume="irrelevant")
+    gpus_per_node: int = param(1, "devices used by the run (1 on CPU)", min=1, max=64, resume="irrelevant")
     gpu_memory_gb: float = param(0.0, "memory per device in GB (0 on CPU: host RAM applies)",
-                                 min=0.0)
+                                 min=0.0, resume="irrelevant")
     host_ram_gb: Optional[float] = param(None, "host RAM of the target machine in GB; None: this "
-                                         "machine's", min=1.0)
-    mfu: float = param(0.35, "assumed model FLOPs utilisation for time estimates", min=0.01, max=1.0)
-    force_plan: bool = param(False, "run a plan the memory budget says does not fit (expect out-of-memory errors)")
+                                         "machine's", min=1.0, resume="irrelevant")
+    mfu: float = param(0.35, "assumed model FLOPs utilisation for time estimates", min=0.01, max=1.0,
+                       resume="irrelevant")
+    force_plan: bool = param(False, "run a plan the memory budget says does not fit (expect out-of-memory errors)",
+                             resume="irrelevant")
 
 
 @dataclass
 class TrainConfig:
-    task: str = param("habitability", "what the model learns: habitability (the catalog label) | gas_detection "
-                      "(gases and atmosphere from SIMULATED JWST spectra; needs gas_planets > 0)",
-                      choices=("habitability", "gas_detection"))
+    task: str = param(tasks.DEFAULT, "what the model learns: " + " | ".join(tasks.BUILTIN)
+                      + " (one package each in astrobio_lib/tasks)", choices=tasks.names, resume="structural")
     gas_train_draws: int = param(8, "noisy training spectra per noiseless spectrum and number of transits "
-                                    "(task: gas_detection)", min=1)
-    max_steps: int = param(100, "optimizer steps to run", min=1)
-    micro_batch_size: Union[int, str] = param(4, "samples per forward/backward pass, or auto: the largest that fits "
-                                                 "the memory budget, keeping batch_size", min=1)
-    grad_accum_steps: int = param(4, "micro-batches accumulated per optimizer step", min=1)
+                                    "(gas-detection task)", min=1, resume="data")
+    max_steps: int = param(600, "optimizer steps to run", min=1, resume="safe")
+    micro_batch_size: Union[int, str] = param(32, "samples per forward/backward pass, or auto: the largest that fits "
+                                                  "the memory budget, keeping batch_size", min=1, resume="structural")
+    grad_accum_steps: int = param(1, "micro-batches accumulated per optimizer step", min=1, resume="structural")
     batch_size: Optional[int] = param(None, "samples per optimizer step per process that micro_batch_size: auto keeps "
-                                            "(accumulation: batch_size over the chosen micro-batch)", min=1)
-    learning_rate: float = param(3e-4, "peak learning rate", min=0.0, max=1.0)
+                                            "(accumulation: batch_size over the chosen micro-batch)", min=1,
+                                      resume="irrelevant")  # the resolved micro-batch and accumulation are structural
+    learning_rate: float = param(1e-3, "peak learning rate", min=0.0, max=1.0, resume="safe")
     precision: str = param("fp32", "fp32 | bf16-mixed | fp16-mixed | bf16",
-                           choices=("fp32", "bf16-mixed", "fp16-mixed", "bf16"))
+                           choices=("fp32", "bf16-mixed", "fp16-mixed", "bf16"), resume="structural")
     optimizer: str = param("adamw", "adamw | adamw8bit | paged_adamw8bit",
-                           choices=("adamw", "adamw8bit", "paged_adamw8bit"))
-    activation_checkpointing: bool = param(False, "recompute activations per block in backward")
-    sharding: str = param("none", "none | ddp | fsdp2", choices=("none", "ddp", "fsdp2"))
+                           choices=("adamw", "adamw8bit", "paged_adamw8bit"), resume="structural")
+    activation_checkpointing: bool = param(False, "recompute activations per block in backward", resume="structural")
+    sharding: str = param("none", "none | ddp | fsdp2", choices=("none", "ddp", "fsdp2"), resume="structural")
     cpu_offload: str = param("none", "none | optimizer | params_optimizer (FSDP2 CPUOffloadPolicy)",
-                             choices=("none", "optimizer", "params_optimizer"))
+                             choices=("none", "optimizer", "params_optimizer"), resume="structural")
     llm_adapter: str = param("none", "train the LLM fully (none) or through lora / qlora adapters",
-                             choices=("none", "lora", "qlora"))
-    lora_rank: int = param(16, "LoRA rank r of the adapters", min=1, max=1024)
-    lora_alpha: float = param(32.0, "LoRA scaling alpha (the update is scaled by alpha / r)", min=0.0)
-    lora_dropout: float = param(0.05, "dropout on the adapters' input", min=0.0, max=0.9)
+                             choices=("none", "lora", "qlora"), resume="structural")
+    lora_rank: int = param(16, "LoRA rank r of the adapters", min=1, max=1024, resume="structural")
+    lora_alpha: float = param(32.0, "LoRA scaling alpha (the update is scaled by alpha / r)", min=0.0,
+                              resume="structural")
+    lora_dropout: float = param(0.05, "dropout on the adapters' input", min=0.0, max=0.9, resume="structural")
     lora_targets: str = param("q_proj,k_proj,v_proj,o_proj,gate,up,down",
-                              "comma-separated LLM linear layers that get adapters")
-    max_epochs: int = param(1000, "stop after this many passes over the training split", min=1)
-    max_hours: float = param(672.0, "wall-clock limit in hours, resumed time included", min=0.0)
+                              "comma-separated LLM linear layers that get adapters", resume="structural")
+    max_epochs: int = param(1000, "stop after this many passes over the training split", min=1, resume="safe")
+    max_hours: float = param(672.0, "wall-clock limit in hours, resumed time included", min=0.0, resume="safe")
     schedule: str = param("cosine", "learning-rate schedule after warmup: cosine | onecycle | constant",
-                          choices=("cosine", "onecycle", "constant"))
-    warmup_steps: int = param(10, "linear warmup steps (cosine and constant schedules)", min=0)
-    weight_decay: float = param(0.01, "AdamW weight decay (not applied to norms and biases)", min=0.0)
-    grad_clip: float = param(1.0, "clip the global gradient norm to this value (0: off)", min=0.0)
+                          choices=("cosine", "onecycle", "constant"), resume="structural")
+    warmup_steps: int = param(20, "linear warmup steps (cosine and constant schedules)", min=0, resume="structural")
+    weight_decay: float = param(0.01, "AdamW weight decay (not applied to norms and biases)", min=0.0,
+                                resume="structural")
+    grad_clip: float = param(1.0, "clip the global gradient norm to this value (0: off)", min=0.0, resume="safe")
     compile: str = param("auto", "torch.compile the repeated blocks (LLM, ViT, fusion layers): auto (on for CUDA) | on | off",
-                         choices=("auto", "on", "off"))
+                         choices=("auto", "on", "off"), resume="safe")
     attention: str = param("auto", "LLM attention: auto (flash-attn when installed, on CUDA in bf16/fp16; else SDPA) | sdpa | flash_attn | eager",
-                           choices=("auto", "sdpa", "flash_attn", "eager"))
-    val_every_steps: int = param(25, "validate every N optimizer steps", min=1)
-    early_stopping_patience: int = param(20, "stop after N validations without improvement", min=1)
-    checkpoint_every_steps: int = param(25, "checkpoint every N optimizer steps", min=1)
-    checkpoint_every_minutes: float = param(120.0, "also checkpoint every T minutes", min=0.1)
-    keep_checkpoints: int = param(5, "keep the last K checkpoints (plus the best)", min=1)
-    resume: str = param("auto", "auto (newest valid checkpoint) | never | a checkpoint path")
-    log_every_steps: int = param(10, "print a progress line every N optimizer steps", min=1)
-    memory_every_steps: int = param(50, "record memory statistics every N optimizer steps", min=1)
+                           choices=("auto", "sdpa", "flash_attn", "eager"), resume="safe")
+    val_every_steps: int = param(50, "validate every N optimizer steps", min=1, resume="safe")
+    early_stopping_patience: int = param(20, "stop after N validations without improvement", min=1, resume="safe")
+    checkpoint_every_steps: int = param(100, "checkpoint every N optimizer steps", min=1, resume="safe")
+    checkpoint_every_minutes: float = param(120.0, "also checkpoint every T minutes", min=0.1, resume="safe")
+    keep_checkpoints: int = param(5, "keep the last K checkpoints (plus the best)", min=1, resume="safe")
+    resume: str = param("auto", "auto (newest valid checkpoint) | never | a checkpoint path", resume="irrelevant")
+    log_every_steps: int = param(10, "print a progress line every N optimizer steps", min=1, resume="safe")
+    memory_every_steps: int = param(50, "record memory statistics every N optimizer steps", min=1, resume="safe")
     memory_alert_fraction: float = param(0.9, "warn when a device's peak exceeds this fraction of it",
-                                         min=0.1, max=1.0)
-    nan_patience: int = param(3, "stop (after a checkpoint) after N consecutive non-finite steps", min=1)
-    divergence_factor: float = param(10.0, "warn when the loss exceeds this multiple of its running median", min=1.0)
-    divergence_patience: int = param(5, "... for this many consecutive steps (then warn once per episode)", min=1)
-    divergence_stop: bool = param(False, "stop (after a checkpoint) instead of only warning on divergence")
-    checkpoint_async: bool = param(True, "write periodic checkpoints in a background thread (single-file format)")
-    preempt_grace_s: float = param(25.0, "seconds a SIGTERM leaves to write the final checkpoint", min=0.0)
-    nproc: int = param(1, "training processes; more than 1 launches torchrun", min=1, max=64)
-    num_workers: int = param(0, "data-loader worker processes", min=0, max=64)
+                                         min=0.1, max=1.0, resume="safe")
+    nan_patience: int = param(3, "stop (after a checkpoint) after N consecutive non-finite steps", min=1, resume="safe")
+    divergence_factor: float = param(10.0, "warn when the loss exceeds this multiple of its running median", min=1.0,
+                                     resume="safe")
+    divergence_patience: int = param(5, "... for this many consecutive steps (then warn once per episode)", min=1,
+                                     resume="safe")
+    divergence_stop: bool = param(False, "stop (after a checkpoint) instead of only warning on divergence",
+                                  resume="safe")
+    checkpoint_async: bool = param(True, "write periodic checkpoints in a background thread (single-file format)",
+                                   resume="safe")
+    preempt_grace_s: float = param(25.0, "seconds a SIGTERM leaves to write the final checkpoint", min=0.0,
+                                   resume="safe")
+    nproc: int = param(1, "training processes; more than 1 launches torchrun", min=1, max=64, resume="structural")
+    num_workers: int = param(0, "data-loader worker processes", min=0, max=64, resume="safe")
     wandb_mode: str = param("offline", "Weights & Biases: online | offline | disabled (env WANDB_MODE wins)",
-                            choices=("online", "offline", "disabled"))
+                            choices=("online", "offline", "disabled"), resume="irrelevant")
 
 
 @dataclass
 class EvalConfig:
     bootstrap_samples: int = param(200, "bootstrap resamples (by host) for confidence intervals",
-                                   min=10)
-    gas_noise_draws: int = param(4, "noisy draws per noiseless spectrum and number of transits (gas detection)",
-                                 min=1)
+                                   min=10, resume="irrelevant")
+    gas_noise_draws: int = param(4, "noisy draws per noiseless spectrum and number of transits (gas-detection "
+                                    "task's evaluation)", min=1, resume="irrelevant")
 
 
 @dataclass
@@ -254,15 +282,20 @@ class Config:
                             + (f" — did you mean {near!r}?" if near else "") + f" (cpu, {', '.join(known)})")
         if not on_cpu and h.gpu_memory_gb <= 0:
             problems.append(f"gpu_name: {h.gpu_name} with gpu_memory_gb: {h.gpu_memory_gb}: set the memory per GPU")
+        if d.catalog_path and d.catalog_source not in ("auto", "file"):
+            problems.append(f"catalog_path: {d.catalog_path} is read only with catalog_source: file (or auto), but "
+                            f"catalog_source: {d.catalog_source}: set catalog_source: file to use it, or remove it")
+        spec = tasks.get(t.task)
         # with llm_checkpoint the context is the checkpoint's (checked when it is loaded)
-        max_seq = None if self.model.llm_checkpoint else _preset_max_seq_len(self.model.model_preset)
+        max_seq = None if self.model.llm_checkpoint or not spec.has_text else _preset_max_seq_len(self.model.model_preset)
         if max_seq is not None and d.text_max_len > max_seq:
             problems.append(f"text_max_len: {d.text_max_len} > the context of model_preset: "
                             f"{self.model.model_preset} ({max_seq} tokens): lower text_max_len or choose a "
                             f"larger preset")
-        if t.task == "gas_detection" and d.gas_planets == 0:
-            problems.append("task: gas_detection trains on the gas-detection spectra but gas_planets: 0 generates "
-                            "none: set gas_planets (e.g. 40) or task: habitability")
+        if not spec.has_text and (t.llm_adapter != "none" or self.model.llm_checkpoint):
+            problems.append(f"task: {t.task} has no text (its model encodes {', '.join(spec.modalities)}): "
+                            f"llm_checkpoint / llm_adapter would be unused — remove them, or choose a task with text")
+        problems += spec.rules(self)
         if t.resume not in ("auto", "never") and not t.resume.strip():
             problems.append("resume: '' — use auto, never or a checkpoint path")
         if not str(self.run.run_dir).strip():
@@ -280,8 +313,31 @@ class Config:
 _SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}
 
 
+def parameters_cell(keys: Iterable[str]) -> str:
+    """The parameters cell of a notebook that declares ``keys``: one ``name: Type = default  # help``
+    line per key, with the configuration's type, default (the smoke values) and help — the one source
+    of a notebook's parameters (``scripts/sync_notebook_parameters.py`` writes them,
+    ``tests/test_config.py`` checks them)."""
+    import json
+
+    fields = all_fields()
+    lines = []
+    for key in keys:
+        info = fields[key]
+        default = json.dumps(info.default) if isinstance(info.default, str) else repr(info.default)
+        lines.append(f"{key}: {type_name(info.type)} = {default}  # {info.help}")
+    return "\n".join(lines)
+
+
+def keys_by_resume(resume: str) -> tuple[str, ...]:
+    """The configuration keys of one resume class (:data:`RESUME_CLASSES`), in declaration order."""
+    if resume not in RESUME_CLASSES:
+        raise ValueError(f"resume class {resume!r}: one of {RESUME_CLASSES}")
+    return tuple(name for name, info in all_fields().items() if info.resume == resume)
+
+
 def _known_devices() -> list[str]:
-    from astrobio_lib.memory import DEVICES
+    from astrobio_lib.memory.hardware import DEVICES
 
     return list(DEVICES)
 
@@ -305,8 +361,12 @@ class FieldInfo:
     help: str
     min: Optional[float]
     max: Optional[float]
-    choices: Optional[tuple]
+    choices: Optional[Any]  # a tuple, or a function returning the valid values (tasks.names)
     path: bool
+    resume: Optional[str] = None
+
+    def valid_choices(self) -> Optional[tuple]:
+        return tuple(self.choices()) if callable(self.choices) else self.choices
 
 
 def all_fields() -> dict[str, FieldInfo]:
@@ -319,7 +379,7 @@ def all_fields() -> dict[str, FieldInfo]:
                 raise RuntimeError(f"config key {f.name!r} is defined in two sections")
             m = f.metadata
             out[f.name] = FieldInfo(section, f.name, hints[f.name], f.default, m["help"],
-                                    m["min"], m["max"], m["choices"], m["path"])
+                                    m["min"], m["max"], m["choices"], m["path"], m["resume"])
     return out
 
 
@@ -375,12 +435,15 @@ def _validate_value(info: FieldInfo, value: Any, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
     if value is not None:
-        if info.choices is not None and value not in info.choices:
+        choices = info.valid_choices()
+        if choices is not None and value not in choices:
             raise ConfigError(f"{info.name}={value!r} in {where}: must be one of "
-                              f"{', '.join(map(str, info.choices))}")
+                              f"{', '.join(map(str, choices))}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if value != value:  # NaN
                 raise ConfigError(f"{info.name}=nan in {where}: must be a number")
+            if value in (float("inf"), float("-inf")):
+                raise ConfigError(f"{info.name}={value} in {where}: must be a finite number")
             if info.min is not None and value < info.min:
                 raise ConfigError(f"{info.name}={value!r} in {where}: must be >= {info.min}")
             if info.max is not None and value > info.max:

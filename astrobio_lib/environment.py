@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from astrobio_lib.memory.hardware import memory_bytes
 from astrobio_lib.report import Check, overall, verdict_table
 
 GB = 1024**3
@@ -58,19 +59,6 @@ def _version(module: str) -> Optional[str]:
     except Exception:
         return None
     return getattr(mod, "__version__", "unknown")
-
-
-def memory_bytes() -> tuple[Optional[int], Optional[int]]:
-    """Returns (total, available) host RAM in bytes, from /proc/meminfo where present."""
-    total = avail = None
-    try:
-        with open("/proc/meminfo") as fh:
-            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh}
-        total, avail = info.get("MemTotal"), info.get("MemAvailable")
-    except OSError:
-        with contextlib.suppress(ValueError, OSError, AttributeError):
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return total, avail
 
 
 def free_disk_bytes(path: Path) -> int:

@@ -27,12 +27,14 @@ class RunLockedError(RuntimeError):
     """Another live process holds the run folder's lock."""
 
 
-def sha256_file(path: str | Path) -> str:
-    """Returns the hex sha256 of a file, read in 1 MiB chunks."""
+def sha256_file(path: str | Path, gunzip: bool = False) -> str:
+    """Returns the hex sha256 of a file, read in 1 MiB chunks — of its decompressed content with
+    ``gunzip`` (so a shipped ``.csv.gz`` has the sha256 of the CSV it holds)."""
+    import gzip
     import hashlib
 
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with (gzip.open if gunzip else open)(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()

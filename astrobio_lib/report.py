@@ -36,15 +36,18 @@ def overall(checks: Iterable[Check]) -> str:
     return "fail" if "fail" in statuses else "warn" if "warn" in statuses else "ok"
 
 
+PROVENANCE_FILE = "catalog_provenance.json"  # in <run>/data: which catalog the run's data came from
+
+
 def data_banner(run_dir) -> str:
     """Returns the one-line data provenance of a run (which catalog, real or SYNTHETIC), for the
-    top of every report; says so when the run has no dataset yet."""
+    top of every report; says so when the run has no data yet."""
     import json
     from pathlib import Path
 
-    path = Path(run_dir) / "data" / "catalog_provenance.json"
+    path = Path(run_dir) / "data" / PROVENANCE_FILE
     if not path.is_file():
-        return "data: no dataset built for this run yet (run 01_data_validation)"
+        return "data: none prepared for this run yet (run 01_data_validation)"
     prov = json.loads(path.read_text())
     tag = "SYNTHETIC DATA — not real planets" if prov.get("synthetic") else "real data"
     return f"data: catalog {prov['source']} ({tag}), {prov['rows']} planets, sha256 {prov['sha256'][:12]}…"
@@ -134,6 +137,44 @@ def start_notebook(run_dir, notebook: str) -> None:
     root.setLevel(logging.INFO)
     logging.captureWarnings(True)  # warnings.warn → the 'py.warnings' logger → run.log and a plain line
     logging.getLogger("astrobio.notebook").info("%s started (run folder %s)", notebook, run_dir)
+
+
+def section(title: str, text: str = "") -> None:
+    """Shows a section heading (and a paragraph) in a notebook report, as a markdown cell would: a
+    task's sections appear only in the runs of that task."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(f"## {title}" + (f"\n\n{text}" if text else "")))
+
+
+def show(obj) -> None:
+    """Shows a table (or any object) in a notebook report as a cell's last expression would."""
+    from IPython.display import display
+
+    display(obj)
+
+
+class Progress:
+    """A ``progress(done, total)`` callback that shows a text progress bar (:func:`progress`),
+    created when the work reports its first step; :meth:`close` ends it."""
+
+    def __init__(self, desc: str, every_s: float = 5.0):
+        self.desc, self.every_s, self.bar = desc, every_s, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = progress(None, total=total, desc=self.desc, every_s=self.every_s)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def progress(iterable, total: int | None = None, desc: str = "", every_s: float = 5.0):

@@ -23,6 +23,7 @@ from astrobio_lib.models.fusion import build_model
 from astrobio_lib.models.presets import get_preset
 from astrobio_lib.models.synthetic import synthetic_batch
 from astrobio_lib.optim import build_optimizer, build_scheduler
+from astrobio_lib.tasks import get as get_task
 from astrobio_lib.train import checkpoint as ckpt
 from astrobio_lib.train.data_order import ResumableOrder
 
@@ -33,7 +34,7 @@ def main() -> None:
     parser.add_argument("--interval-min", type=float, default=5.0)
     parser.add_argument("--saves", type=int, default=3)
     args = parser.parse_args()
-    cfg = get_preset(args.preset)
+    cfg = get_task("habitability").model(get_preset(args.preset))  # the model with every modality
     model = build_model(cfg, seed=0)
     opt = build_optimizer(model, "adamw", 3e-4)
     sched = build_scheduler(opt, "cosine", 1000, 10)

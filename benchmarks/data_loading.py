@@ -26,6 +26,7 @@ from astrobio_lib.data.build import build_dataset
 from astrobio_lib.data.loader import PlanetDataset, make_loader
 from astrobio_lib.models.fusion import build_model
 from astrobio_lib.models.presets import get_preset
+from astrobio_lib.tasks import get as get_task
 
 
 def loading_rate(ds: PlanetDataset, batch_size: int, workers: int, epochs: int = 3) -> float:
@@ -39,7 +40,7 @@ def loading_rate(ds: PlanetDataset, batch_size: int, workers: int, epochs: int =
 
 
 def consumption_rate(ds: PlanetDataset, micro_batch: int = 4, steps: int = 12) -> float:
-    model = build_model(get_preset("tiny"), seed=0)
+    model = build_model(get_task("habitability").model(get_preset("tiny")), seed=0)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
     batches = [b for _, b in zip(range(steps + 2), make_loader(ds, micro_batch, seed=1), strict=False)]
     for b in batches[:2]:  # warm-up

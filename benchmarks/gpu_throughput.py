@@ -24,10 +24,9 @@ from pathlib import Path
 
 import torch
 
-from astrobio_lib import config, memory
+from astrobio_lib import config, memory, tasks
 from astrobio_lib.data.build import build_for_config
 from astrobio_lib.data.loader import Collate, PlanetDataset
-from astrobio_lib.models import adapters
 from astrobio_lib.optim import build_optimizer
 from astrobio_lib.train import compile as compile_mod
 from astrobio_lib.train.data_order import ResumableOrder
@@ -42,7 +41,7 @@ def make_cfg(run_dir: Path, preset: str, steps: int, micro: int, accum: int, pre
         "micro_batch_size": micro, "grad_accum_steps": accum, "precision": precision,
         "optimizer": "adamw", "compile": "on" if compile_on else "off", "val_every_steps": steps + 1,
         "checkpoint_every_steps": 25, "wandb_mode": "disabled", "log_every_steps": 10, "n_planets": 256,
-        "label_mc_samples": 16, "gpu_name": "cpu"})
+        "label_mc_samples": 16, "gpu_name": "cpu", "task": "habitability", "warmup_steps": 10})
 
 
 def ours(cfg) -> float:
@@ -59,7 +58,7 @@ def plain(cfg, device: torch.device, staged: bool) -> float:
     t = cfg.train
     ds = PlanetDataset(Path(cfg.run.run_dir) / "data", "train")
     collate = Collate(ds.graphs)
-    model = adapters.build(cfg.flat(), device)
+    model = tasks.build_model(cfg.flat(), device)
     if compile_mod.wanted(t.compile, device):
         compile_mod.compile_regions(model)
     opt = build_optimizer(model, t.optimizer, t.learning_rate)
@@ -117,7 +116,7 @@ def main() -> None:
                                  precision, compile_on)
                 build_for_config(again)
                 a = max(first, ours(again))
-                mcfg = adapters.model_config(cfg.flat())
+                mcfg = tasks.model_config(cfg.flat())
                 flops = sum(memory.flops_per_sample(mcfg, memory.BatchShape(args.micro, cfg.data.text_max_len,
                                                                             args.accum), plan_for(cfg, 1)).values())
                 util = memory.mfu(a, flops, gpu.peak_flops_bf16 if gpu else None)

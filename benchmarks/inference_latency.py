@@ -20,6 +20,7 @@ import torch
 from astrobio_lib.models.fusion import build_model
 from astrobio_lib.models.presets import get_preset
 from astrobio_lib.models.synthetic import synthetic_batch
+from astrobio_lib.tasks import get as get_task
 
 KINDS = {
     "catalog only": ("climate", "graph", "spectrum", "text"),
@@ -47,7 +48,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 1, eval, no grad")
     print(f"{'preset':<7} {'inputs':<20} {'p50 ms':>8} {'p95 ms':>8}")
     for preset in ("tiny", "small"):
-        cfg = get_preset(preset)
+        cfg = get_task("habitability").model(get_preset(preset))  # the model with every modality
         model = build_model(cfg, seed=0).eval()
         for kind, absent in KINDS.items():
             batch = synthetic_batch(cfg, batch_size=1, seq_len=16, missing=[(0, m) for m in absent])

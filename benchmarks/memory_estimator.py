@@ -28,6 +28,7 @@ from astrobio_lib.data.build import build_dataset
 from astrobio_lib.data.loader import Collate, PlanetDataset
 from astrobio_lib.models.fusion import build_model
 from astrobio_lib.models.presets import get_preset
+from astrobio_lib.tasks import get as get_task
 
 CONFIGS = [
     # preset, checkpointing, micro-batch, seq len, optimizer
@@ -61,7 +62,7 @@ def main() -> None:
         print(f"{'preset':<6} {'ckpt':<5} {'mb':>3} {'seq':>4} {'optimizer':<10} {'estimate MB':>12} "
               f"{'measured MB':>12} {'error %':>8}   activations est/meas MB")
         for preset, ckpt, mb, seq, opt in CONFIGS:
-            cfg = get_preset(preset, activation_checkpointing=ckpt)
+            cfg = get_task("habitability").model(get_preset(preset, activation_checkpointing=ckpt))
             torch.manual_seed(0)
             model = build_model(cfg, seed=0)
             batch, nodes, edges = batch_for(ds, mb, seq)

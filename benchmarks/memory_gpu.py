@@ -36,6 +36,7 @@ import torch
 
 from astrobio_lib import memory
 from astrobio_lib.models.presets import get_preset
+from astrobio_lib.tasks import get as get_task
 
 REPO = Path(__file__).resolve().parent.parent
 RECORDED = REPO / "tests" / "data" / "measurements" / "h100_memory_2026-11-23.json"
@@ -63,13 +64,15 @@ CPU_CONFIGS = [
 
 
 def preset(name: str, ckpt: bool = False):
-    """The presets of the recorded measurements: ``wide`` is small with a wide, shallow LLM."""
+    """The presets of the recorded measurements, as the model with every modality (the habitability
+    task's): ``wide`` is small with a wide, shallow LLM."""
+    full = get_task("habitability").model
     if name == "wide":
-        cfg = get_preset("small", activation_checkpointing=ckpt)
+        cfg = full(get_preset("small", activation_checkpointing=ckpt))
         cfg.llm = dataclasses.replace(cfg.llm, vocab_size=32000, hidden=4352, n_layers=6, n_heads=64, n_kv_heads=8,
                                       intermediate=11904, max_seq_len=1024)
         return cfg
-    return get_preset(name, activation_checkpointing=ckpt)
+    return full(get_preset(name, activation_checkpointing=ckpt))
 
 
 class Batches:
@@ -166,7 +169,7 @@ def on_cpu(batches: Batches, steps: int) -> None:
           f" — this is the CPU view, not a GPU claim; batches {batches.kind.upper()}")
     print(f"{'config':<40} {'estimate MB':>12} {'probe MB':>10} {'measured MB':>12} {'est%':>6} {'probe%':>7}")
     for pname, prec, opt, ckpt, mb, seq in CPU_CONFIGS:
-        cfg = get_preset(pname, activation_checkpointing=ckpt)
+        cfg = preset(pname, ckpt)
         plan = memory.Plan(precision=prec, optimizer=opt, activation_checkpointing=ckpt)
         batch, shape = batches.get(cfg, mb, seq)
         table = memory.compare_on_this_machine(cfg, plan, batch, shape, memory.Hardware(None), steps=steps)

@@ -26,6 +26,7 @@ from astrobio_lib.data.loader import Collate, PlanetDataset
 from astrobio_lib.models.fusion import build_model
 from astrobio_lib.models.presets import get_preset
 from astrobio_lib.optim import build_optimizer
+from astrobio_lib.tasks import get as get_task
 from astrobio_lib.train.data_order import ResumableOrder
 from astrobio_lib.train.loop import accumulate, seed_everything, train
 
@@ -37,7 +38,7 @@ def plain_loop(data_dir: Path, steps: int, micro: int, accum: int) -> float:
     seed_everything(0)
     ds = PlanetDataset(data_dir, "train")
     collate = Collate(ds.graphs)
-    model = build_model(get_preset("tiny"), seed=0)
+    model = build_model(get_task("habitability").model(get_preset("tiny")), seed=0)
     opt = build_optimizer(model, "adamw", 3e-4)
     order = ResumableOrder(len(ds), micro, 0)
     stream = order.epochs(10_000)
@@ -54,7 +55,8 @@ def plain_loop(data_dir: Path, steps: int, micro: int, accum: int) -> float:
 
 
 def our_loop(run_dir: Path, catalog: str | None, steps: int, micro: int, accum: int) -> float:
-    cfg = config.from_mapping({"run_dir": str(run_dir), "catalog_path": catalog, "max_steps": steps,
+    cfg = config.from_mapping({"run_dir": str(run_dir), "catalog_source": "file" if catalog else "snapshot", "catalog_path": catalog,
+                               "task": "habitability", "max_steps": steps, "learning_rate": 3e-4, "warmup_steps": 10,
                                "micro_batch_size": micro, "grad_accum_steps": accum, "val_every_steps": steps + 1,
                                "wandb_mode": "disabled", "log_every_steps": 10})
     build_for_config(cfg)  # notebook 01's part (not timed)

@@ -15,10 +15,8 @@
 
 # %% [markdown]
 # # 03 · Training
-# Train the multimodal model on the data notebook 01 built — `task: gas_detection` (the product's
-# question: which gases, how much, from noisy SIMULATED JWST spectra of real rocky planets) or
-# `task: habitability` (the catalog label, a formula of catalog columns kept as context) — within the memory
-# budget, in a way that survives the pod: the plan is checked against the memory estimator before
+# Train the run's task — its model (only the encoders it needs) on the data notebook 01 prepared —
+# within the memory budget, in a way that survives the pod: the plan is checked against the memory estimator before
 # anything is allocated; checkpoints are atomic and verified (every `checkpoint_every_steps` steps
 # and every `checkpoint_every_minutes` minutes, last K kept plus the best); SIGTERM (a preempted
 # pod) finishes the current step and writes a checkpoint within `preempt_grace_s`; running this
@@ -38,13 +36,13 @@ gpus_per_node: int = 1  # devices used by the run (1 on CPU)
 gpu_memory_gb: float = 0.0  # memory per device in GB (0 on CPU: host RAM applies)
 host_ram_gb: Optional[float] = None  # host RAM of the target machine in GB; None: this machine's
 force_plan: bool = False  # run a plan the memory budget says does not fit (expect out-of-memory errors)
-task: str = "habitability"  # what the model learns: habitability (the catalog label) | gas_detection (gases and atmosphere from SIMULATED JWST spectra; needs gas_planets > 0)
-gas_train_draws: int = 8  # noisy training spectra per noiseless spectrum and number of transits (task: gas_detection)
-max_steps: int = 100  # optimizer steps to run
-micro_batch_size: Union[int, str] = 4  # samples per forward/backward pass, or auto: the largest that fits the memory budget, keeping batch_size
-grad_accum_steps: int = 4  # micro-batches accumulated per optimizer step
+task: str = "gas_detection"  # what the model learns: gas_detection | habitability (one package each in astrobio_lib/tasks)
+gas_train_draws: int = 8  # noisy training spectra per noiseless spectrum and number of transits (gas-detection task)
+max_steps: int = 600  # optimizer steps to run
+micro_batch_size: Union[int, str] = 32  # samples per forward/backward pass, or auto: the largest that fits the memory budget, keeping batch_size
+grad_accum_steps: int = 1  # micro-batches accumulated per optimizer step
 batch_size: Optional[int] = None  # samples per optimizer step per process that micro_batch_size: auto keeps (accumulation: batch_size over the chosen micro-batch)
-learning_rate: float = 0.0003  # peak learning rate
+learning_rate: float = 0.001  # peak learning rate
 precision: str = "fp32"  # fp32 | bf16-mixed | fp16-mixed | bf16
 optimizer: str = "adamw"  # adamw | adamw8bit | paged_adamw8bit
 activation_checkpointing: bool = False  # recompute activations per block in backward
@@ -59,14 +57,14 @@ lora_targets: str = "q_proj,k_proj,v_proj,o_proj,gate,up,down"  # comma-separate
 max_epochs: int = 1000  # stop after this many passes over the training split
 max_hours: float = 672.0  # wall-clock limit in hours, resumed time included
 schedule: str = "cosine"  # learning-rate schedule after warmup: cosine | onecycle | constant
-warmup_steps: int = 10  # linear warmup steps (cosine and constant schedules)
+warmup_steps: int = 20  # linear warmup steps (cosine and constant schedules)
 weight_decay: float = 0.01  # AdamW weight decay (not applied to norms and biases)
 grad_clip: float = 1.0  # clip the global gradient norm to this value (0: off)
 compile: str = "auto"  # torch.compile the repeated blocks (LLM, ViT, fusion layers): auto (on for CUDA) | on | off
 attention: str = "auto"  # LLM attention: auto (flash-attn when installed, on CUDA in bf16/fp16; else SDPA) | sdpa | flash_attn | eager
-val_every_steps: int = 25  # validate every N optimizer steps
+val_every_steps: int = 50  # validate every N optimizer steps
 early_stopping_patience: int = 20  # stop after N validations without improvement
-checkpoint_every_steps: int = 25  # checkpoint every N optimizer steps
+checkpoint_every_steps: int = 100  # checkpoint every N optimizer steps
 checkpoint_every_minutes: float = 120.0  # also checkpoint every T minutes
 keep_checkpoints: int = 5  # keep the last K checkpoints (plus the best)
 resume: str = "auto"  # auto (newest valid checkpoint) | never | a checkpoint path
@@ -90,44 +88,44 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from astrobio_lib import config, memory, plots
-from astrobio_lib.models.presets import get_preset
+from astrobio_lib import config, memory, plots, tasks
 from astrobio_lib.report import completion_marker, data_banner, record_verdict, start_notebook
 from astrobio_lib.tracking import MetricsLog
 from astrobio_lib.train.checkpoint import read_manifest
 from astrobio_lib.train.launch import TrainingInterrupted, run_torchrun, write_params
-from astrobio_lib.train.loop import hardware_for, open_dataset, plan_for, train, with_batch
+from astrobio_lib.train.loop import hardware_for, plan_for, train, with_batch
 from astrobio_lib.train.preemption import INTERRUPTED_EXIT
 
 cfg = config.from_namespace(globals())
 start_notebook(cfg.run.run_dir, "03_training")  # library logs → run.log; warnings shown as text
+task = tasks.of(cfg)
 run_path = Path(cfg.run.run_dir)
 run_path.mkdir(parents=True, exist_ok=True)
 print(data_banner(cfg.run.run_dir))
-dataset = open_dataset(run_path / "data")  # built by notebook 01; raises naming the fix when absent
-text_max_len = int(dataset["config"]["text_max_len"])
+data = task.data_info(cfg, run_path / "data")  # prepared by notebook 01; raises naming the fix when absent
 params_file = write_params(cfg, run_path / "train_params.yaml")
 resuming = bool(read_manifest(run_path / "checkpoints")) and cfg.train.resume != "never"
-print(f"task {cfg.train.task}: {cfg.train.max_steps} steps x {cfg.train.micro_batch_size} x {cfg.train.grad_accum_steps} accumulation on "
-      f"{cfg.train.nproc} process(es); preset {cfg.model.model_preset}; {cfg.train.precision}, {cfg.train.optimizer}; "
-      f"dataset {dataset['build_sha256'][:12]} ({text_max_len} tokens per text); "
+print(f"task {task.name} ({task.title}): {cfg.train.max_steps} steps x {cfg.train.micro_batch_size} x "
+      f"{cfg.train.grad_accum_steps} accumulation on {cfg.train.nproc} process(es); preset {cfg.model.model_preset}; "
+      f"{cfg.train.precision}, {cfg.train.optimizer}; data: {data.description}; "
       f"{'resuming from the newest valid checkpoint' if resuming else 'starting fresh'}")
 
 # %% [markdown]
 # ## Preflight: does the plan fit?
 
 # %%
-model_cfg = get_preset(cfg.model.model_preset, activation_checkpointing=cfg.train.activation_checkpointing)
+model_cfg = tasks.model_config(cfg.flat())  # the task's model: its encoders and heads only
 plan, hardware = plan_for(cfg, cfg.train.nproc), hardware_for(cfg)
 if cfg.train.micro_batch_size == "auto":  # as the trainer resolves it (it logs and records the numbers it used)
-    mb, accum, why = memory.auto_micro_batch(model_cfg, plan, text_max_len, cfg.train.batch_size, hardware)
+    mb, accum, why = memory.auto_micro_batch(model_cfg, plan, data.text_len, cfg.train.batch_size, hardware)
     print(why)
     cfg = with_batch(cfg, mb, accum)
 try:
-    estimate = memory.preflight(model_cfg, plan, memory.BatchShape(cfg.train.micro_batch_size, text_max_len,
+    estimate = memory.preflight(model_cfg, plan, memory.BatchShape(cfg.train.micro_batch_size, data.text_len,
                                                                    cfg.train.grad_accum_steps), hardware)
     print(f"plan '{plan.name}' on {hardware.name}: {estimate.device_total / 1e9:.2f} GB per device, "
-          f"{estimate.host_total / 1e9:.1f} GB host — fits")
+          f"{estimate.host_total / 1e9:.1f} GB host — fits (model: {', '.join(model_cfg.modalities)} encoders, "
+          f"{estimate.parameters['total']:,} parameters)")
 except memory.MemoryBudgetError as exc:
     if not cfg.hardware.force_plan:
         raise
@@ -156,7 +154,7 @@ pd.DataFrame({"value": {k: ", ".join(map(str, v)) if isinstance(v, list) else v 
 # %%
 records = MetricsLog(run_path / "metrics.jsonl").read()
 fig, axes = plt.subplots(2, 2, figsize=(13, 8))
-plots.training_curves(axes.ravel(), records)
+plots.training_curves(axes.ravel(), records, task.headline_keys, task.headline_label)
 plt.tight_layout()
 plt.show()
 

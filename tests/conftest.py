@@ -54,6 +54,18 @@ completion_marker("{name}")
     return path
 
 
+def full_preset(name: str = "tiny", **kw):
+    """A model preset as the model with every modality and its heads (the habitability task's)."""
+    from astrobio_lib import tasks
+    from astrobio_lib.models.presets import get_preset
+
+    return tasks.get("habitability").model(get_preset(name, **kw))
+
+
+# the habitability task on the shipped catalog file, at the learning rate its tests were written for
+HABITABILITY = {"task": "habitability", "catalog_source": "file", "learning_rate": 3e-4}
+
+
 def built(values: dict, where: str = "test parameters"):
     """Returns the validated config of ``values`` after building its dataset in ``run_dir/data``
     (what notebook 01 does before training); a second call reuses the build."""

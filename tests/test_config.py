@@ -1,4 +1,6 @@
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 
@@ -6,11 +8,45 @@ from astrobio_lib import config
 from astrobio_lib.config import ConfigError
 from astrobio_lib.pipeline import discover
 
+REPO = Path(__file__).resolve().parent.parent
 
-def test_defaults_are_valid():
+
+def test_defaults_are_valid_and_are_the_smoke_run():
+    """The defaults (what a notebook opened in JupyterLab runs) are params/smoke.yaml (what `make run`
+    trains): the same experiment either way."""
     cfg = config.from_mapping({})
-    assert cfg.train.max_steps == 100  # the smoke run: >= 100 steps with accumulation 4
-    assert cfg.flat()["precision"] == "fp32"
+    assert cfg.flat()["precision"] == "fp32" and cfg.train.task == "gas_detection"
+    smoke = config.load_yaml(REPO / "params" / "smoke.yaml")
+    defaults = cfg.flat()
+    differ = {k: (v, defaults[k]) for k, v in smoke.items() if defaults[k] != v}
+    assert not differ, f"params/smoke.yaml differs from the configuration's defaults: {differ}"
+
+
+def test_every_field_declares_how_it_behaves_on_resume():
+    unclassified = [n for n, info in config.all_fields().items() if info.resume not in config.RESUME_CLASSES]
+    assert not unclassified, f"fields without resume=structural|data|safe|irrelevant: {unclassified}"
+    from astrobio_lib.train import checkpoint as ckpt
+
+    assert {"task", "seed", "model_preset", "precision"} <= set(ckpt.structural_keys())
+    assert "gas_train_draws" in ckpt.structural_keys(("gas_train_draws",))
+    assert {"learning_rate", "max_steps"} <= set(ckpt.safe_keys())
+    assert not set(ckpt.safe_keys()) & set(ckpt.structural_keys(config.keys_by_resume("data")))
+
+
+def test_float_keys_refuse_infinity():
+    for key in ("weight_decay", "learning_rate", "max_hours", "grad_clip"):
+        with pytest.raises(ConfigError, match=f"{key}=inf.*finite"):
+            config.from_mapping({key: float("inf")})
+    with pytest.raises(ConfigError, match="finite"):
+        config.from_mapping({"weight_decay": float("-inf")})
+
+
+def test_task_choices_come_from_the_registry():
+    from astrobio_lib import tasks
+
+    assert config.all_fields()["task"].valid_choices() == tasks.names()
+    with pytest.raises(ConfigError, match="task='nope'.*gas_detection, habitability"):
+        config.from_mapping({"task": "nope"})
 
 
 def test_unknown_key_names_the_nearest_valid_key():
@@ -73,6 +109,16 @@ def test_notebook_parameters_and_dataclasses_agree():
             assert p.help == info.help, f"{spec.name}: {name} help differs from config.py"
             declared.setdefault(name, spec.name)
     assert set(fields) == set(declared), f"declared by no notebook: {set(fields) - set(declared)}"
+
+
+def test_parameters_cells_are_generated_from_the_configuration():
+    """Each notebook's parameters cell is exactly what the configuration generates for its keys
+    (scripts/sync_notebook_parameters.py writes them): one source of types, defaults and help."""
+    for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py")):
+        cell = re.search(r'# %% tags=\["parameters"\]\n(.*?)\n\n# %%', path.read_text(), re.S).group(1)
+        keys = [line.split(":", 1)[0] for line in cell.splitlines() if line.strip()]
+        assert cell == config.parameters_cell(keys), (f"{path.name}: parameters cell differs from the configuration: "
+                                                      f"run scripts/sync_notebook_parameters.py")
 
 
 def test_every_section_field_has_help():

@@ -64,14 +64,18 @@ def test_verdict_sentences():
     results = {"model": {"brier_soft": (0.05, 0.04, 0.06), "auprc": (0.9, 0.85, 0.95)},
                "majority class": {"brier_soft": (0.10, 0.08, 0.12), "auprc": (0.1, 0.05, 0.15)},
                "rule": {"brier_soft": (0.05, 0.03, 0.07), "auprc": (0.92, 0.8, 1.0)}}
-    lines = ev.verdicts(results)
+    from astrobio_lib.tasks.habitability.evaluation import verdicts
+
+    lines = verdicts(results)
     assert "BEATS" in lines[0] and "brier_soft: BEATS" in lines[0]
     assert "does NOT beat it" in lines[1]
 
 
 def test_predict_refuses_unknown_modality():
+    from astrobio_lib.tasks.habitability.evaluation import predict
+
     with pytest.raises(ValueError, match="unknown modality"):
-        ev.predict(None, None, mask=["radar"])
+        predict(None, None, mask=["radar"])
 
 
 def test_bootstrap_of_a_metric_dict_equals_per_metric_bootstraps():

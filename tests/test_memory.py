@@ -5,8 +5,9 @@ import torch
 
 from astrobio_lib import memory
 from astrobio_lib.models.fusion import build_model
-from astrobio_lib.models.presets import get_preset
 from astrobio_lib.models.synthetic import synthetic_batch
+
+from .conftest import full_preset
 
 
 def test_state_byte_rules():
@@ -47,7 +48,7 @@ def test_llm_layer_activation_rule_by_hand():
 
 @pytest.mark.parametrize("ckpt", [False, True])
 def test_estimate_matches_a_measured_step(ckpt):
-    cfg = get_preset("tiny", activation_checkpointing=ckpt)
+    cfg = full_preset("tiny", activation_checkpointing=ckpt)
     batch = synthetic_batch(cfg, batch_size=3, seq_len=64, seed=0, nodes_per_graph=12)
     plan = memory.Plan(precision="fp32", optimizer="adamw", activation_checkpointing=ckpt)
     meas = memory.measure(build_model(cfg, seed=0), batch, plan)
@@ -60,7 +61,7 @@ def test_estimate_matches_a_measured_step(ckpt):
 
 
 def test_eight_bit_states_match_bitsandbytes():
-    cfg = get_preset("tiny")
+    cfg = full_preset("tiny")
     batch = synthetic_batch(cfg, batch_size=2, seq_len=32)
     plan = memory.Plan(precision="fp32", optimizer="adamw8bit")
     meas = memory.measure(build_model(cfg, seed=0), batch, plan)
@@ -73,7 +74,7 @@ def test_full_17b_estimate_is_fast_and_allocates_nothing():
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    est = memory.estimate(get_preset("seeds_full", activation_checkpointing=True), memory.SEEDS_PLAN,
+    est = memory.estimate(full_preset("seeds_full", activation_checkpointing=True), memory.SEEDS_PLAN,
                           memory.SEEDS_BATCH, memory.hardware_from("RTX A5000", 2, 24.0, 64.0))
     assert time.perf_counter() - t0 < 10
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) * 1024 < 1e9  # far below 17B weights
@@ -84,7 +85,7 @@ def test_full_17b_estimate_is_fast_and_allocates_nothing():
 
 def test_plans_for_the_seeds_on_two_a5000():
     hw = memory.hardware_from("RTX A5000", 2, 24.0, 64.0)
-    verdicts = memory.plans(get_preset("seeds_full"), hw, memory.SEEDS_BATCH)
+    verdicts = memory.plans(full_preset("seeds_full"), hw, memory.SEEDS_BATCH)
     fitting = [v for v in verdicts if v.fits]
     assert fitting, "at least one plan must fit (QLoRA / offload)"
     assert all(v.estimate.device_total <= 0.9 * 24e9 and v.estimate.host_total <= 0.85 * 64e9 for v in fitting)
@@ -92,7 +93,7 @@ def test_plans_for_the_seeds_on_two_a5000():
     times = [v.time.step_s for v in fitting]
     assert times == sorted(times)
     # the seeds' own plan: per-device fine, host RAM not
-    seeds = memory.estimate(get_preset("seeds_full", activation_checkpointing=True), memory.SEEDS_PLAN,
+    seeds = memory.estimate(full_preset("seeds_full", activation_checkpointing=True), memory.SEEDS_PLAN,
                             memory.SEEDS_BATCH, hw)
     assert any("host" in r for r in memory.check_fit(seeds, hw))
 
@@ -106,9 +107,9 @@ def test_upper_bound_for_the_seeds_target():
 def test_preflight_refuses_with_alternatives():
     hw = memory.hardware_from("RTX A5000", 1, 24.0, 64.0)
     with pytest.raises(memory.MemoryBudgetError, match="does not fit 1 x RTX A5000.*Plans that fit"):
-        memory.preflight(get_preset("seeds_full"), memory.Plan(precision="bf16-mixed", optimizer="adamw"),
+        memory.preflight(full_preset("seeds_full"), memory.Plan(precision="bf16-mixed", optimizer="adamw"),
                          memory.BatchShape(1, 512, 1), hw)
-    est = memory.preflight(get_preset("tiny"), memory.Plan(precision="bf16-mixed"), memory.BatchShape(2, 64), hw)
+    est = memory.preflight(full_preset("tiny"), memory.Plan(precision="bf16-mixed"), memory.BatchShape(2, 64), hw)
     assert est.device_total < 1e9
 
 
@@ -121,7 +122,7 @@ def test_plan_validation():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA for max_memory_allocated")
 def test_cuda_measurement_reports_allocator_peaks():
-    cfg = get_preset("tiny")
+    cfg = full_preset("tiny")
     model = build_model(cfg, seed=0).cuda()
     batch = {k: (v.cuda() if hasattr(v, "cuda") else v) for k, v in synthetic_batch(cfg).items()}
     meas = memory.measure(model, batch, memory.Plan(precision="bf16-mixed"))
@@ -132,18 +133,22 @@ def test_recommendations_name_only_plans_the_trainer_can_run():
     """Issue 15: the verdict recommended a QLoRA plan the trainer refuses, and showed None step times."""
     batch = memory.BatchShape(4, 256, 4)
     cpu = memory.hardware_from("cpu", 1, None, 24.0)
-    verdicts = memory.plans(get_preset("tiny"), cpu, batch)
+    verdicts = memory.plans(full_preset("tiny"), cpu, batch)
     rows = [v.row(cpu) for v in verdicts]
     assert all(r["step_s"] == "n/a on CPU" for r in rows)
     first_waiting = next(i for i, v in enumerate(verdicts) if not v.runnable)
     assert all(v.runnable for v in verdicts[:first_waiting] if v.fits)  # runnable fitting plans come first
     assert all("not runnable" in r["why_not"] for r, v in zip(rows, verdicts, strict=True) if not v.runnable)
+    # on a CPU a configured plan that fits is kept: a smaller one (bf16 autocast) would only be slower there
     text = memory.recommend(verdicts, memory.Plan(precision="fp32", optimizer="adamw"), cpu)
-    assert "lora" not in text.split("(")[0] and "smallest" in text and "precision: fp32 → " in text
+    assert text.startswith("keep the configured plan 'fp32 adamw'") and "slower than fp32" in text
+    # one that is not among the CPU's plans (pure bf16): the smallest runnable one is named instead
+    text = memory.recommend(verdicts, memory.Plan(precision="bf16", optimizer="adamw"), cpu)
+    assert "lora" not in text.split("(")[0] and "smallest" in text and "precision: bf16 → " in text
 
     pod = memory.hardware_from("RTX A5000", 2, 24.0, 64.0)
     configured = memory.Plan(precision="bf16-mixed", optimizer="adamw8bit", sharding="ddp", world_size=2)
-    verdicts = memory.plans(get_preset("small"), pod, memory.BatchShape(16, 256, 2))
+    verdicts = memory.plans(full_preset("small"), pod, memory.BatchShape(16, 256, 2))
     best = next(v for v in verdicts if v.fits and v.runnable)
     text = memory.recommend(verdicts, configured, pod)
     assert f"'{best.estimate.plan.name}'" in text and "s/step" in text
@@ -157,6 +162,6 @@ def test_recommendations_name_only_plans_the_trainer_can_run():
     slow_v = next(v for v in verdicts if v.estimate.plan.name == slow.name)
     if slow_v.time.step_s > 1.05 * best.time.step_s:
         assert "differing in" in memory.recommend(verdicts, slow, pod)
-    none_fit = memory.plans(get_preset("seeds_full"), memory.hardware_from("RTX A5000", 1, 24.0, 32.0),
+    none_fit = memory.plans(full_preset("seeds_full"), memory.hardware_from("RTX A5000", 1, 24.0, 32.0),
                             memory.SEEDS_BATCH)
     assert memory.recommend(none_fit, configured, pod).startswith("no plan the trainer can run fits")

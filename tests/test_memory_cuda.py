@@ -11,8 +11,9 @@ import torch
 
 from astrobio_lib import memory
 from astrobio_lib.models.fusion import build_model
-from astrobio_lib.models.presets import get_preset
 from astrobio_lib.models.synthetic import synthetic_batch
+
+from .conftest import full_preset
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "measurements" / "h100_memory_2026-11-23.json"
@@ -28,22 +29,22 @@ def _measurements() -> dict:
 
 
 def _preset(name: str):
-    cfg = get_preset("small" if name == "small" else "medium")
+    cfg = full_preset("small" if name == "small" else "medium")
     if name == "medium":  # the file's recipe is our medium preset
-        small = get_preset("small")
+        small = full_preset("small")
         assert cfg.llm == dataclasses.replace(small.llm, hidden=2048, n_layers=16, n_heads=16, n_kv_heads=4,
                                               intermediate=5504, max_seq_len=1024)
     return cfg
 
 
 def _added_since_measured(cfg) -> int:
-    """Parameters added after the H100 measurement (issue 14): the gas-presence and retrieval heads,
-    and the spectrum encoder's projection from 16 pooled positions instead of 1 — ~67k parameters,
-    0.07% of small and 0.01% of medium, far below the tolerances here."""
-    from astrobio_lib.models.fusion import N_GASES, N_RETRIEVAL, SPECTRUM_POSITIONS
+    """Parameters added after the H100 measurement (issue 14): the spectrum encoder's projection from
+    16 pooled positions instead of 1 — ~61k parameters, 0.07% of small and 0.01% of medium, far below
+    the tolerances here (the gas heads of issue 14 belong to the gas-detection task's model since)."""
+    from astrobio_lib.models.fusion import SPECTRUM_POSITIONS
 
     d, c = cfg.fusion.d_model, cfg.fusion.spectrum_channels
-    return (d + 1) * N_GASES + (d + 1) * 2 * N_RETRIEVAL + c * (SPECTRUM_POSITIONS - 1) * d
+    return c * (SPECTRUM_POSITIONS - 1) * d
 
 
 @pytest.mark.parametrize("row", _measurements()["rows"], ids=lambda r: f"{r['preset']}-{r['precision']}-"
@@ -63,7 +64,7 @@ def test_h100_allocator_peaks_within_10_percent_and_never_5_under(row):
 
 
 def test_attention_kernel_follows_sdpa_dispatch():
-    small = get_preset("small")  # 12 heads, 4 key/value heads (GQA), head_dim 64
+    small = full_preset("small")  # 12 heads, 4 key/value heads (GQA), head_dim 64
     assert memory.attention_kernel(small, memory.Plan(precision="fp32"), cuda=True) == "math"
     assert memory.attention_kernel(small, memory.Plan(precision="bf16-mixed"), cuda=True) == "fused"
     assert memory.attention_kernel(small, memory.Plan(precision="fp32"), cuda=False) == "fused"  # CPU flash takes fp32
@@ -79,7 +80,7 @@ def test_attention_kernel_follows_sdpa_dispatch():
 
 
 def test_cast_parameters_count_every_matmul_weight_once():
-    cfg = get_preset("tiny")
+    cfg = full_preset("tiny")
     cast = memory.cast_parameters(cfg)
     c = cfg.llm
     block = (c.hidden * c.n_heads * c.head_dim * 2 + 2 * c.hidden * c.n_kv_heads * c.head_dim
@@ -93,7 +94,7 @@ def test_cast_parameters_count_every_matmul_weight_once():
 def test_autocast_cache_is_what_cpu_autocast_saves_for_the_llm():
     """CPU autocast casts the same ops: the LLM's saved bytes under bf16-mixed are its 16-bit
     activations plus the 16-bit copies of its block and lm_head weights."""
-    cfg = get_preset("tiny")
+    cfg = full_preset("tiny")
     cfg.llm = dataclasses.replace(cfg.llm, hidden=128, n_layers=3, intermediate=256)
     b, s = 2, 64
     batch = synthetic_batch(cfg, batch_size=b, seq_len=s, seed=0, nodes_per_graph=12)
@@ -107,7 +108,7 @@ def test_autocast_cache_is_what_cpu_autocast_saves_for_the_llm():
 
 
 def test_step_phases_follow_the_step():
-    cfg, hw = get_preset("medium"), H100
+    cfg, hw = full_preset("medium"), H100
     plan = memory.Plan(precision="bf16-mixed", optimizer="adamw")
     one = memory.estimate(cfg, plan, memory.BatchShape(4, 512, 1), hw)
     accum = memory.estimate(cfg, plan, memory.BatchShape(4, 512, 4), hw)
@@ -116,18 +117,18 @@ def test_step_phases_follow_the_step():
     assert accum.phases["backward start"]["gradients"] == accum.device["gradients"] > 0
     assert accum.peak_allocated > one.peak_allocated
     # checkpointing: few activations at backward start; the peak moves to the end of the LLM's backward
-    ckpt = memory.estimate(get_preset("medium", activation_checkpointing=True),
+    ckpt = memory.estimate(full_preset("medium", activation_checkpointing=True),
                            dataclasses.replace(plan, activation_checkpointing=True), memory.BatchShape(8, 512, 1), hw)
     assert ckpt.peak_phase == "end of LLM backward"
     # fused AdamW and 8-bit kernels have no step temporaries on CUDA; the unfused CPU AdamW does
     assert one.phases["optimizer step"]["optimizer_step_temporaries"] == 0
-    cpu = memory.estimate(get_preset("tiny"), memory.Plan(precision="fp32", optimizer="adamw"), memory.BatchShape(2, 64))
+    cpu = memory.estimate(full_preset("tiny"), memory.Plan(precision="fp32", optimizer="adamw"), memory.BatchShape(2, 64))
     assert cpu.phases["optimizer step"]["optimizer_step_temporaries"] > 0 and not cpu.overheads
 
 
 def test_fit_verdict_names_the_dominant_term_and_the_remedy():
     hw = memory.hardware_from("RTX A5000", 1, 24.0, 64.0)
-    est = memory.estimate(get_preset("medium"), memory.Plan(precision="bf16-mixed", optimizer="adamw"),
+    est = memory.estimate(full_preset("medium"), memory.Plan(precision="bf16-mixed", optimizer="adamw"),
                           memory.BatchShape(32, 1024, 1), hw)
     reasons = memory.check_fit(est, hw)
     assert reasons and "peak reserved + CUDA context" in reasons[0]
@@ -138,7 +139,7 @@ def test_fit_verdict_names_the_dominant_term_and_the_remedy():
 def test_probe_depth_extrapolation_matches_a_full_measurement():
     """Depth-reduced copies (every stack at 1, each stack at 2) extrapolated to 6 LLM blocks, 3 ViT,
     3 GATv2 and 3 fusion layers vs one real step of that full model (CPU: states + saved tensors)."""
-    cfg = memory.depth_reduced(get_preset("tiny", activation_checkpointing=False),
+    cfg = memory.depth_reduced(full_preset("tiny", activation_checkpointing=False),
                                {"llm": 6, "datacube_vit": 3, "graph": 3, "fusion": 3})
     batch = synthetic_batch(cfg, batch_size=3, seq_len=64, seed=0, nodes_per_graph=12)
     plan = memory.Plan(precision="fp32", optimizer="adamw")
@@ -153,7 +154,7 @@ def test_probe_depth_extrapolation_matches_a_full_measurement():
 
 
 def test_probe_refuses_plans_it_cannot_build():
-    cfg = get_preset("tiny")
+    cfg = full_preset("tiny")
     batch = synthetic_batch(cfg, batch_size=2, seq_len=32)
     with pytest.raises(ValueError, match="use memory.estimate"):
         memory.probe(cfg, memory.Plan(llm_adapter="qlora"), batch, device="cpu")
@@ -179,17 +180,19 @@ def test_probe_preflight_refuses_a_plan_the_probe_says_does_not_fit(monkeypatch,
         def __getitem__(self, i):
             return {}
 
-    monkeypatch.setattr(loop, "Collate", lambda graphs: (lambda items: {}))
+    from astrobio_lib.tasks import TaskData
+
+    data = TaskData(DS(), DS(), lambda items: {}, key="k")
     plan, shape = loop.plan_for(cfg, 1), memory.BatchShape(4, 64)
     with pytest.raises(memory.MemoryBudgetError, match="memory probe on FakeGPU.*needs 31.6"):
-        loop.probe_preflight(cfg, get_preset("tiny"), plan, shape, DS(), torch.device("cpu"))
+        loop.probe_preflight(cfg, full_preset("tiny"), plan, shape, data, torch.device("cpu"))
     fake.extrapolated["peak_reserved"] = 2e9
-    assert loop.probe_preflight(cfg, get_preset("tiny"), plan, shape, DS(), torch.device("cpu")) is fake
+    assert loop.probe_preflight(cfg, full_preset("tiny"), plan, shape, data, torch.device("cpu")) is fake
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA for allocator peaks")
 def test_cuda_probe_matches_a_full_step_within_10_percent():
-    cfg = memory.depth_reduced(get_preset("tiny"), {"llm": 4})
+    cfg = memory.depth_reduced(full_preset("tiny"), {"llm": 4})
     batch = synthetic_batch(cfg, batch_size=4, seq_len=128, seed=0, nodes_per_graph=12)
     plan = memory.Plan(precision="bf16-mixed", optimizer="adamw")
     result = memory.probe(cfg, plan, batch, device="cuda")

@@ -236,7 +236,7 @@ def test_synthetic_only_when_asked_and_every_report_and_the_index_say_so(tmp_pat
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 1 and "absent.csv (from catalog_path) does not exist" in res.stderr
     params = tmp_path / "syn.yaml"
-    params.write_text("catalog_source: synthetic\nn_planets: 64\n"
+    params.write_text("task: habitability\ncatalog_source: synthetic\nn_planets: 64\n"
                       "label_mc_samples: 16\nmax_steps: 10\nbootstrap_samples: 20\ngas_planets: 0\n")
     res = subprocess.run([sys.executable, "-m", "astrobio_lib.pipeline", str(params), "--outputs",
                           str(tmp_path / "out"), "--from", "01"], cwd=REPO, env=env,
@@ -280,15 +280,16 @@ def test_sigterm_marks_training_interrupted_and_the_same_command_continues(tmp_p
 
     from astrobio_lib.train.preemption import INTERRUPTED_EXIT
 
-    from .conftest import built
+    from .conftest import HABITABILITY, built
 
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
     shutil.copy(REPO / "notebooks" / "03_training.py", nbs / "03_training.py")
     run_dir = tmp_path / "out" / "pre"
-    built({"run_dir": str(run_dir), "catalog_path": str(real_catalog), "n_planets": 64, "label_mc_samples": 16})
+    built({**HABITABILITY, "run_dir": str(run_dir), "catalog_path": str(real_catalog), "n_planets": 64,
+           "label_mc_samples": 16})
     params = tmp_path / "pre.yaml"
-    params.write_text(yaml.safe_dump({"max_steps": 60, "micro_batch_size": 2, "grad_accum_steps": 2,
+    params.write_text(yaml.safe_dump({"task": "habitability", "max_steps": 60, "micro_batch_size": 2, "grad_accum_steps": 2,
                                       "checkpoint_every_steps": 1000, "val_every_steps": 1000, "log_every_steps": 2,
                                       "warmup_steps": 2, "wandb_mode": "disabled"}))
     cmd = [sys.executable, "-m", "astrobio_lib.pipeline", str(params), "--outputs", str(tmp_path / "out"),

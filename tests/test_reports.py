@@ -64,6 +64,29 @@ def test_every_report_has_a_title_a_verdict_summary_and_no_stderr(smoke_run):
 
 
 @pytest.mark.slow
+def test_a_run_shows_only_its_own_task(smoke_run):
+    """Issue 22: the smoke run (task gas_detection) has no habitability section, loss line or plot in
+    any report, and builds and budgets no LLM."""
+    import nbformat
+
+    for name in NOTEBOOKS:
+        page = (smoke_run / f"{name}.html").read_text().lower()
+        assert "habitab" not in page, (name, page[max(0, page.index("habitab") - 200):page.index("habitab") + 100])
+        nb = nbformat.read(smoke_run / f"{name}.ipynb", as_version=4)
+        shown = json.dumps([o for c in nb.cells for o in c.get("outputs", [])]).lower()
+        assert "habitab" not in shown.replace("p(habitable)", ""), name
+    metrics = (smoke_run / "metrics.jsonl").read_text()
+    assert "loss_habitability" not in metrics and "tokens_per_s" not in metrics and "loss_gas_detection" in metrics
+    budget = json.loads((smoke_run / "memory_budget.json").read_text())
+    assert budget["verdict"]["modalities"] == ["catalog", "spectrum"] and budget["seeds"] is None
+    assert set(budget["chosen"]["parameters"]) == {"fusion_and_heads", "total"}
+    assert not [p for p in budget["plans"] if "lora" in p["plan"]]
+    assert "llm" not in budget["chosen"]["activations_by_component"]
+    log = (smoke_run / "run.log").read_text()
+    assert "tokens/s" not in log and "TFLOP/s" not in log and "MFU" not in log  # CPU, no text
+
+
+@pytest.mark.slow
 def test_run_log_has_one_line_per_event(smoke_run):
     log = (smoke_run / "run.log").read_text().splitlines()
     assert not [line for line in log if "Executing Cell" in line or "Ending Cell" in line]
@@ -73,11 +96,11 @@ def test_run_log_has_one_line_per_event(smoke_run):
     # the trainer's progress line is in run.log once (it writes it itself; the kernel's echo is not copied)
     assert sum("step 10/20 |" in line for line in log) == 1
     # library INFO lines keep their level and logger name instead of "WARNING papermill: INFO ..."
-    assert any(re.search(r" INFO astrobio_lib\.data\.build: building", line) for line in log)
+    assert any(re.search(r" INFO astrobio\.notebook: 01_data_validation started", line) for line in log)
     # the notebooks' own output is labelled with the notebook's name
     assert any(" INFO 04_evaluation: 04_evaluation verdict:" in line for line in log)
     # the slow part of 04 shows progress, as text
-    assert any("04_evaluation: detection curves" in line and "100%" in line for line in log)
+    assert any("04_evaluation: evaluating (gas_detection)" in line and "100%" in line for line in log)
     terminal = (smoke_run / "terminal.txt").read_text()
     assert "Executing Cell" not in terminal and "IProgress" not in terminal
 

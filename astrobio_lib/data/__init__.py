@@ -1,1 +1,1 @@
-"""Data layer: sources, catalog, habitability labels, modalities, build, validation, loading."""
+"""Data layer: sources, catalog, habitable-zone labels, modalities, simulated spectra, build, validation, loading."""

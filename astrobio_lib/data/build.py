@@ -38,10 +38,10 @@ from astrobio_lib.data import atmosphere as atm_mod
 from astrobio_lib.data import climate as climate_mod
 from astrobio_lib.data import metabolism, spectra, text
 from astrobio_lib.data.catalog import Provenance
-from astrobio_lib.data.habitability import label_table
+from astrobio_lib.data.habitable_zone import label_table
 from astrobio_lib.data.loader import split_by_host
 from astrobio_lib.data.validate import findings_as_dicts, validate_catalog, validate_labels
-from astrobio_lib.fsutil import atomic_write
+from astrobio_lib.fsutil import atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,6 @@ def _sha256(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    return _sha256(Path(path).read_bytes())
-
-
 def write_labels(catalog: pd.DataFrame, provenance: Provenance, data_cfg: DataConfig, seed: int,
                  out_dir: str | Path) -> pd.DataFrame:
     """Computes labels and host-grouped splits for every catalog planet, writes
@@ -80,7 +76,7 @@ def write_labels(catalog: pd.DataFrame, provenance: Provenance, data_cfg: DataCo
     buf = io.StringIO()
     labels.to_csv(buf, index=False)
     atomic_write(out_dir / "labels.csv", buf.getvalue().encode())
-    (out_dir / "catalog_provenance.json").write_text(json.dumps(provenance.to_dict(), indent=2))
+    provenance.save(out_dir)
     return labels
 
 
@@ -117,7 +113,7 @@ def select_planets(labels: pd.DataFrame, in_climate_domain: np.ndarray, n_planet
 def build_sha256(data_cfg: DataConfig, seed: int, provenance: Provenance, tokenizer=None) -> str:
     """Returns the identity of a build: configuration, seed, catalog checksum, build version, and
     the tokenizer's sha256 when it is a checkpoint's (so another tokenizer never reuses a build)."""
-    # the gas-detection spectra are a separate, separately cached set (data/gas_spectra.py)
+    # the simulated spectra of data/gas_spectra.py are a separate, separately cached set
     data = {k: v for k, v in dataclasses.asdict(data_cfg).items() if not k.startswith("gas_")}
     payload = {"data": data, "seed": seed, "catalog": provenance.sha256, "version": BUILD_VERSION}
     if tokenizer is not None and tokenizer.sha256:

@@ -28,6 +28,7 @@ Aeronautics and Space Administration under the Exoplanet Exploration Program."
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import urllib.error
@@ -40,7 +41,9 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from astrobio_lib.data.habitability import stellar_luminosity_sun
+from astrobio_lib import fsutil
+from astrobio_lib.data.habitable_zone import stellar_luminosity_sun
+from astrobio_lib.report import PROVENANCE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,13 @@ class Provenance:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def save(self, data_dir: str | Path) -> Path:
+        """Records this provenance in a run's data folder (the banner atop every report reads it)."""
+        path = Path(data_dir) / PROVENANCE_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fsutil.atomic_write(path, json.dumps(self.to_dict(), indent=2))
+        return path
+
     def banner(self) -> str:
         tag = "SYNTHETIC DATA — not real planets" if self.synthetic else "real data"
         return (f"catalog: {self.source} ({tag}) · {self.rows} planets · {self.location} · "
@@ -89,15 +99,9 @@ class Provenance:
 
 
 def sha256_file(path: str | Path) -> str:
-    """Returns the hex sha256 of a file — of its decompressed content for ``.gz`` (so the shipped
-    snapshot has the sha256 of the CSV the archive exported)."""
-    import gzip
-
-    h = hashlib.sha256()
-    with (gzip.open if str(path).endswith(".gz") else open)(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """Returns the hex sha256 of a catalog file — of its decompressed content for ``.gz`` (so the
+    shipped snapshot has the sha256 of the CSV the archive exported)."""
+    return fsutil.sha256_file(path, gunzip=str(path).endswith(".gz"))
 
 
 def read_csv(path: str | Path) -> pd.DataFrame:

@@ -5,8 +5,7 @@ One record per *noiseless spectrum*: the planet (a catalog row), the drawn atmos
 truth: which gases are present, their log10 VMR, temperature, surface pressure, cloud-top pressure),
 the binned depth, and the per-transit photon noise of that star. Noisy spectra are drawn from these
 at training / evaluation time for any number of transits (:func:`noisy`), many draws per noiseless
-spectrum; a split is by host star, so no noiseless spectrum (under any noise draw) and no star is in
-two splits.
+spectrum.
 
 Nothing here is a function of a target: the atmosphere is drawn independently of the planet, so
 the catalog cannot predict a gas (the catalog-only baseline must sit at AUROC ~0.5).
@@ -101,18 +100,6 @@ def noisy(ds: GasSpectra, rows: np.ndarray, n_transits: float, draws: int, seed:
     rng = np.random.default_rng(seed)
     rep = np.repeat(np.asarray(rows), draws)
     return ds.depth[rep] + rng.standard_normal((len(rep), ds.depth.shape[1])) * ds.sigma(n_transits)[rep], rep
-
-
-def host_split(hostnames: np.ndarray, seed: int, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> np.ndarray:
-    """Returns 'train' / 'val' / 'test' per record, by host star: hosts are shuffled with ``seed``
-    and cut by the fractions, so a star (and every noiseless spectrum of its planet) is in one split."""
-    hosts = np.array(sorted(set(hostnames)))
-    rng = np.random.default_rng(seed)
-    rng.shuffle(hosts)
-    n_train = int(round(fractions[0] * len(hosts)))
-    n_val = int(round(fractions[1] * len(hosts)))
-    which = {h: ("train" if i < n_train else "val" if i < n_train + n_val else "test") for i, h in enumerate(hosts)}
-    return np.array([which[h] for h in hostnames])
 
 
 # --------------------------------------------------------------------------- generation
@@ -213,15 +200,18 @@ def load(folder: Path) -> GasSpectra:
 
 
 def build_or_load(folder: Path, planets: pd.DataFrame, atmospheres_per_planet: int, seed: int,
-                  processes: Optional[int] = None, progress: Optional[Callable[[int, int], None]] = None
-                  ) -> tuple[GasSpectra, bool]:
+                  processes: Optional[int] = None, progress: Optional[Callable[[int, int], None]] = None,
+                  catalog: Optional[dict[str, Any]] = None) -> tuple[GasSpectra, bool]:
     """Returns (the spectra, whether they came from the cache): generated unless ``folder`` holds a
-    set with the same cache key (same planets, draws, generator, TauREx and opacity tables)."""
+    set with the same cache key (same planets, draws, generator, TauREx and opacity tables).
+    ``catalog`` (the catalog's provenance) is recorded in the manifest."""
     folder = Path(folder)
     key = cache_key(planets, atmospheres_per_planet, seed)
     manifest = folder / "manifest.json"
     if manifest.is_file() and json.loads(manifest.read_text()).get("cache_key") == key:
         return load(folder), True
     ds = generate(planets, atmospheres_per_planet, seed, processes, progress)
+    if catalog is not None:
+        ds.manifest["catalog"] = catalog
     save(ds, folder, key)
     return ds, False

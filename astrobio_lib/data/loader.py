@@ -112,9 +112,9 @@ class PlanetDataset(torch.utils.data.Dataset):
 
 
 class Collate:
-    """Collates planets into the batch dict of :mod:`astrobio_lib.models.fusion` (PyG ``Batch``
-    for the graphs of the samples that have one; zeros plus ``has_*`` masks elsewhere).
-    Picklable, so it works with worker processes."""
+    """Collates planets of :class:`PlanetDataset` into the batch dict of :mod:`astrobio_lib.models.fusion`
+    with the targets of the built dataset's labels (PyG ``Batch`` for the graphs of the samples that have one;
+    zeros plus ``has_*`` masks elsewhere). Picklable, so it works with worker processes."""
 
     def __init__(self, graphs: Sequence[tuple[torch.Tensor, torch.Tensor]]):
         self.graphs = list(graphs)
@@ -132,7 +132,6 @@ class Collate:
             if int(it["graph_id"]) >= 0:
                 x, ei = self.graphs[int(it["graph_id"])]
                 graph_data.append(Data(x=x, edge_index=ei, num_nodes=x.shape[0]))
-        optional = {k: stack(k) for k in ("gas_present", "gas_targets", "n_transits") if k in items[0]}
         return {
             "record": stack("record"),
             "catalog": stack("catalog"), "catalog_mask": stack("catalog_mask"),
@@ -142,7 +141,7 @@ class Collate:
             "text_ids": stack("text_ids"), "text_mask": stack("text_mask"),
             "has_text": stack("text_mask").any(dim=1),
             "p_habitable": stack("p_habitable"), "climate_state": stack("climate_state"),
-            "biosignature": stack("biosignature"), "t_eq": stack("t_eq"), **optional,
+            "biosignature": stack("biosignature"), "t_eq": stack("t_eq"),
         }
 
 

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from astrobio_lib.fsutil import sha256_file
+
 SEVERITIES = ("fatal", "warn", "info")
 CUBE_SHAPE = (2, 10, 32, 64)
 
@@ -123,7 +125,7 @@ def validate_catalog(catalog: pd.DataFrame, required: Sequence[str] = ("pl_name"
 
 
 def validate_labels(labels: pd.DataFrame, max_undetermined: float = 0.5) -> Report:
-    """Returns findings on the habitability labels of the whole catalog: fatal when most planets
+    """Returns findings on the habitable-zone labels of the whole catalog: fatal when most planets
     are undetermined (e.g. no insolation and no way to derive it) or when no decidable planet is
     habitable (the head would learn a constant)."""
     rep = Report()
@@ -144,15 +146,13 @@ def validate_labels(labels: pd.DataFrame, max_undetermined: float = 0.5) -> Repo
                 count=undetermined)
     if positives == 0:
         rep.add("fatal", "labels", f"no habitable planet among the {decidable} decidable ones: the "
-                "habitability head would learn a constant", "use a catalog that contains rocky planets in the "
+                "label's head would learn a constant", "use a catalog that contains rocky planets in the "
                 "habitable zone (the full PSCompPars table has ~25)")
     return rep
 
 
 def validate_dataset(data_dir: str | Path) -> Report:
     """Returns the findings on a built dataset folder (manifest, shards, graphs, labels)."""
-    from astrobio_lib.data.build import sha256_file
-
     data_dir = Path(data_dir)
     rep = Report()
     manifest_path = data_dir / "manifest.json"

@@ -18,7 +18,7 @@ configuration and rebuilt from the checkpoint directory when training resumes or
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
@@ -82,31 +82,33 @@ def model_config(flat: Mapping[str, Any]) -> MultimodalConfig:
     return cfg
 
 
-def compute_dtype(precision: str) -> torch.dtype:
-    return torch.bfloat16 if precision in ("bf16", "bf16-mixed") else torch.float32
-
-
-def build(flat: Mapping[str, Any], device: torch.device | str = "cpu") -> MultimodalModel:
-    """Returns the model a run trains, on ``device``: built from ``seed``; with ``llm_checkpoint``
-    the pretrained LLM streamed in (never initialised at random first), frozen and quantised on
-    ``device`` layer by layer for QLoRA (so a 13B base never sits on the GPU in 16 bit); pure-bf16
-    cast when ``precision: bf16``; then the adapters.
+def build(flat: Mapping[str, Any], device: torch.device | str = "cpu",
+          model_cfg: Optional[MultimodalConfig] = None) -> MultimodalModel:
+    """Returns the model a run trains, on ``device``: ``model_cfg`` (default: :func:`model_config`;
+    a task's model comes from :func:`astrobio_lib.tasks.build_model`) built from ``seed``; with
+    ``llm_checkpoint`` the pretrained LLM streamed in (never initialised at random first), frozen and
+    quantised on ``device`` layer by layer for QLoRA (so a 13B base never sits on the GPU in 16 bit);
+    pure-bf16 cast when ``precision: bf16``; then the adapters.
 
     Raises:
         pretrained.CheckpointFormatError: the checkpoint cannot be loaded.
-        AdapterError: adapters without a checkpoint, or bad adapter settings.
+        AdapterError: adapters without a checkpoint, bad adapter settings, or a pretrained LLM for a
+            model without text.
     """
-    cfg = model_config(flat)
+    cfg = model_cfg if model_cfg is not None else model_config(flat)
     seed, precision = int(flat.get("seed", 0)), flat.get("precision", "fp32")
     adapter, ckpt = flat.get("llm_adapter", "none"), flat.get("llm_checkpoint")
     if adapter != "none" and not ckpt:
         raise AdapterError(f"llm_adapter: {adapter} needs llm_checkpoint (a pretrained LLM to adapt)")
+    if ckpt and not cfg.has("text"):
+        raise AdapterError(f"llm_checkpoint {ckpt}: this model has no text encoder (modalities {cfg.modalities})")
     if not ckpt:
         model = build_model(cfg, seed=seed).to(device)
         return model.to(torch.bfloat16) if precision == "bf16" else model
 
     from astrobio_lib.models import pretrained
     from astrobio_lib.models.fusion import init_weights
+    from astrobio_lib.precision import compute_dtype
 
     dtype = compute_dtype(precision)
     # the LLM: streamed from the checkpoint on the CPU, in the dtype it will be used in
@@ -152,6 +154,10 @@ def quantize_nf4(llm: nn.Module, dtype: torch.dtype, device: torch.device | str 
                                       quant_type="nf4", compress_statistics=True, device="meta")
                 q.weight = bnb.nn.Params4bit(child.weight.data.contiguous(), requires_grad=False, quant_type="nf4",
                                              compress_statistics=True)
+                # bitsandbytes 0.50 repacks 4-bit weights for AVX512-BF16 CPUs on the first no-grad eval
+                # forward and asserts that every output dimension is a multiple of 32 (an intermediate
+                # size of 688 fails); the unpacked path computes the same values on any CPU
+                q.support_avx512bf16_for_cpu = False
                 setattr(parent, name, q.to(device))  # .to() quantises on the target device
                 count += 1
     return count

@@ -28,7 +28,7 @@ from typing import Optional
 import torch
 
 from astrobio_lib.models.datacube import DatacubeConfig
-from astrobio_lib.models.fusion import FusionConfig, MultimodalConfig, build_model
+from astrobio_lib.models.fusion import COMPONENT_MODALITY, FusionConfig, MultimodalConfig, build_model
 from astrobio_lib.models.graph_vae import GraphVAEConfig
 from astrobio_lib.models.llm import LLMConfig
 
@@ -82,12 +82,12 @@ def get_preset(name: str, attention: str = "sdpa", activation_checkpointing: boo
 
 
 def count_parameters(cfg: MultimodalConfig) -> dict[str, int]:
-    """Returns parameters per component and ``total``, counted on the meta device."""
+    """Returns parameters per component the model builds and ``total``, counted on the meta device."""
     model = build_model(cfg, device="meta")
     counts = {}
     claimed = set()
     for component, prefixes in COMPONENTS.items():
-        if prefixes is None:
+        if prefixes is None or not cfg.has(COMPONENT_MODALITY[component]):
             continue
         n = 0
         for name, p in model.named_parameters():

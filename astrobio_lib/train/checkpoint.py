@@ -555,18 +555,26 @@ def _sidecar(path: Path) -> Optional[str]:
     return side.read_text().split()[0] if side.is_file() and side.read_text().strip() else None
 
 
-# Changing any of these between a checkpoint and a resumed run would make the continuation a
-# different experiment: refuse and list them. The dataset is identified by its build hash.
-STRUCTURAL_KEYS = ("seed", "model_preset", "micro_batch_size", "grad_accum_steps", "precision", "optimizer",
-                   "activation_checkpointing", "sharding", "cpu_offload", "llm_adapter", "schedule", "warmup_steps",
-                   "weight_decay", "nproc", "dataset_build_sha256",
-                   # the pretrained base by content (its path may differ between machines) and the adapters
-                   "llm_base_sha256", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
-# These may change on resume (a lower learning rate after a divergence, a longer run): logged.
-SAFE_TO_CHANGE = ("learning_rate", "max_steps", "max_epochs", "max_hours", "early_stopping_patience",
-                  "log_every_steps", "val_every_steps", "checkpoint_every_steps", "checkpoint_every_minutes",
-                  "keep_checkpoints", "memory_every_steps", "nan_patience", "divergence_factor",
-                  "divergence_patience", "divergence_stop", "grad_clip", "checkpoint_async", "preempt_grace_s")
+# Identity keys the trainer adds to the configuration it records (they are not parameters): the data
+# by content (a changed build or generated set is another experiment) and a pretrained base by content
+# (its path may differ between machines).
+DERIVED_STRUCTURAL = ("dataset_build_sha256", "llm_base_sha256")
+
+
+def structural_keys(data_keys: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The keys whose change between a checkpoint and its resumed run is refused: every configuration
+    key declared ``structural`` (:func:`astrobio_lib.config.keys_by_resume`), the derived identities,
+    and the data keys of the run's task."""
+    from astrobio_lib.config import keys_by_resume
+
+    return (*keys_by_resume("structural"), *DERIVED_STRUCTURAL, *data_keys)
+
+
+def safe_keys() -> tuple[str, ...]:
+    """The keys that may change on resume (a lower learning rate after a divergence, a longer run): logged."""
+    from astrobio_lib.config import keys_by_resume
+
+    return keys_by_resume("safe")
 
 
 def incompatible_keys(saved: dict[str, Any], current: dict[str, Any], structural: tuple[str, ...]) -> dict[str, tuple]:
@@ -580,7 +588,10 @@ def incompatible_keys(saved: dict[str, Any], current: dict[str, Any], structural
 
 
 def _check_config(saved: dict[str, Any], state: TrainState, path: Path) -> None:
-    diff = incompatible_keys(saved, state.config, STRUCTURAL_KEYS)
+    from astrobio_lib import tasks
+
+    data_keys = tasks.of(state.config).data_keys if state.config.get("task") in tasks.names() else ()
+    diff = incompatible_keys(saved, state.config, structural_keys(data_keys))
     if diff:
         raise ConfigMismatch(
             f"checkpoint {path} was written with another configuration: "
@@ -594,7 +605,7 @@ class ConfigMismatch(CheckpointError):
 
 def changed_safe_keys(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple]:
     """Returns {key: (saved, current)} for the keys that may change on resume and did."""
-    return {k: (saved.get(k), current.get(k)) for k in SAFE_TO_CHANGE
+    return {k: (saved.get(k), current.get(k)) for k in safe_keys()
             if k in saved and saved.get(k) != current.get(k)}
 
 
@@ -641,5 +652,5 @@ def load_model_weights(ckpt_dir: str | Path, which: str = "best") -> tuple[dict[
 
 
 __all__ = ["CheckpointError", "ConfigMismatch", "Checkpointer", "TrainState", "DiskFullError", "read_manifest",
-           "record", "verify", "load_file", "load_model_weights", "rng_state", "set_rng_state", "STRUCTURAL_KEYS",
-           "SAFE_TO_CHANGE", "incompatible_keys", "changed_safe_keys", "state_bytes", "scan_files"]
+           "record", "verify", "load_file", "load_model_weights", "rng_state", "set_rng_state", "DERIVED_STRUCTURAL",
+           "structural_keys", "safe_keys", "incompatible_keys", "changed_safe_keys", "state_bytes", "scan_files"]

@@ -76,16 +76,6 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def shard_units(model: nn.Module) -> list[nn.Module]:
-    """The modules FSDP2 shards one by one (each is all-gathered on its own)."""
-    units: list[nn.Module] = []
-    units += list(model.text_encoder.blocks)
-    units += list(model.climate_encoder.stages) + list(model.climate_encoder.layers)
-    units += list(model.graph_encoder.vgae.encoder.layers)
-    units += list(model.fusion)
-    return units
-
-
 def wrap(model: nn.Module, sharding: str, info: DistInfo, precision: str, cpu_offload: str) -> nn.Module:
     """Returns the model wrapped for the plan (unchanged for one process without sharding).
 
@@ -112,7 +102,7 @@ def wrap(model: nn.Module, sharding: str, info: DistInfo, precision: str, cpu_of
         if cpu_offload == "params_optimizer":
             kwargs["offload_policy"] = CPUOffloadPolicy(pin_memory=info.device.type == "cuda")
         model.run_all_encoders = True  # every rank must run every sharded module
-        for unit in shard_units(model):
+        for unit in model.shard_units():  # the repeated blocks of the encoders the task builds
             fully_shard(unit, **kwargs)
         fully_shard(model, **kwargs)
         return model
@@ -120,7 +110,10 @@ def wrap(model: nn.Module, sharding: str, info: DistInfo, precision: str, cpu_of
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") and not hasattr(model, "text_encoder") else model
+    """The model inside a DDP wrapper (FSDP2 shards in place: no wrapper)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 @contextlib.contextmanager

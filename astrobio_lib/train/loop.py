@@ -1,15 +1,16 @@
 """The training loop, read top to bottom.
 
-``train(cfg)`` trains on the dataset that notebook 01 built in the run folder (it never builds
-one itself): :func:`setup` opens that dataset, asks the memory estimator whether the plan fits
-(before allocating the model), checks that the disk can hold the checkpoints, builds model /
-optimizer / schedule into a :class:`~astrobio_lib.train.checkpoint.TrainState` and resumes it from
-the newest valid checkpoint; :func:`run_loop` then repeats: take ``grad_accum_steps``
-micro-batches, forward + backward each with its share of the step's samples as loss weight, clip,
-guard against NaN/Inf, step, log, validate, checkpoint — until a limit (steps, epochs, wall-clock
-hours, early stopping, K non-finite steps in a row, a divergence stop) ends it, or SIGTERM/SIGINT
-asks it to: then it finishes the step, checkpoints within ``preempt_grace_s`` and returns
-``stopped_because="interrupted"``. Run the same thing again and it continues.
+``train(cfg)`` trains the run's task (:mod:`astrobio_lib.tasks`) on the data notebook 01 prepared in
+the run folder (it never builds data itself): :func:`setup` asks the task to open its training and
+validation data, asks the memory estimator whether the task's model fits (before allocating it),
+checks that the disk can hold the checkpoints, builds model / optimizer / schedule into a
+:class:`~astrobio_lib.train.checkpoint.TrainState` and resumes it from the newest valid checkpoint;
+:func:`run_loop` then repeats: take ``grad_accum_steps`` micro-batches, forward + backward each with
+its share of the step's samples as loss weight, clip, guard against NaN/Inf, step, log, validate,
+checkpoint — until a limit (steps, epochs, wall-clock hours, early stopping, K non-finite steps in a
+row, a divergence stop) ends it, or SIGTERM/SIGINT asks it to: then it finishes the step, checkpoints
+within ``preempt_grace_s`` and returns ``stopped_because="interrupted"``. Run the same thing again
+and it continues.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from typing import Any, Optional
 
 import torch
 
-from astrobio_lib import memory, tracking
+from astrobio_lib import memory, tasks, tracking
 from astrobio_lib.config import Config
-from astrobio_lib.data.loader import Collate, PlanetDataset
 from astrobio_lib.fsutil import RunLock, atomic_write
+from astrobio_lib.inference import batch_size_of, run_batches, to_device
 from astrobio_lib.models import adapters, pretrained
 from astrobio_lib.optim import build_optimizer, build_scheduler, optimizer_for_groups, param_groups
+from astrobio_lib.precision import autocast_for, input_dtype
 from astrobio_lib.train import checkpoint as ckpt
 from astrobio_lib.train import compile as compile_mod
 from astrobio_lib.train import distributed
@@ -45,10 +47,10 @@ from astrobio_lib.train.preemption import Preemption
 log = logging.getLogger("astrobio.train")
 
 DIVERGENCE_WINDOW = 50  # steps in the running median the divergence check compares against
+DatasetNotBuilt = tasks.DataNotBuilt  # the run folder has no data for its task: notebook 01 prepares it
 
-
-class DatasetNotBuilt(RuntimeError):
-    """The run folder has no built dataset: notebook 01 builds it."""
+__all__ = ["DatasetNotBuilt", "Setup", "TrainResult", "accumulate", "autocast_for", "hardware_for", "input_dtype",
+           "plan_for", "run_loop", "seed_everything", "setup", "to_device", "train", "validate", "with_batch"]
 
 
 @dataclass
@@ -67,6 +69,10 @@ class TrainResult:
     interrupted_by: Optional[str] = None
     micro_batch_size: int = 0  # as trained (micro_batch_size: auto resolved)
     grad_accum_steps: int = 0
+    task: str = ""
+    best_step: Optional[int] = None  # the step of the best validation
+    last_val: Optional[float] = None  # the last validation's score
+    vals_without_improvement: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,50 +89,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def open_dataset(data_dir: Path) -> dict[str, Any]:
-    """Returns the manifest of the dataset notebook 01 built in ``data_dir``.
-
-    Raises:
-        DatasetNotBuilt: no (complete) dataset there.
-    """
-    from astrobio_lib.data.build import load_manifest
-
-    manifest = load_manifest(data_dir)
-    if manifest is None:
-        raise DatasetNotBuilt(f"no built dataset in {data_dir}: run notebook 01_data_validation for this run first "
-                              f"(python -m astrobio_lib.pipeline PARAMS --only 01), or build_for_config(cfg)")
-    return manifest
-
-
-def autocast_for(precision: str, device: torch.device):
-    """bf16 autocast for bf16-mixed, fp16 for fp16-mixed (CUDA only), none for fp32 / pure bf16.
-
-    Raises:
-        ValueError: fp16-mixed without CUDA (a GradScaler needs it).
-    """
-    if precision == "bf16-mixed":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "fp16-mixed":
-        if device.type != "cuda":
-            raise ValueError("precision=fp16-mixed needs CUDA (GradScaler); use fp32 or bf16-mixed on CPU")
-        return torch.autocast("cuda", dtype=torch.float16)
-    return torch.autocast(device.type, enabled=False)
-
-
-def to_device(batch: dict[str, Any], device: torch.device, float_dtype: Optional[torch.dtype] = None) -> dict[str, Any]:
-    """Moves a batch to ``device``; with ``float_dtype`` (pure bf16 training) floating inputs are cast
-    too, so model and inputs agree."""
-    def move(v):
-        if float_dtype is not None and isinstance(v, torch.Tensor) and v.is_floating_point():
-            return v.to(device, dtype=float_dtype, non_blocking=True)
-        if float_dtype is not None and hasattr(v, "apply") and hasattr(v, "to"):  # a PyG Batch
-            v = v.to(device, non_blocking=True)
-            return v.apply(lambda t: t.to(float_dtype) if t.is_floating_point() else t)
-        return v.to(device, non_blocking=True) if hasattr(v, "to") else v
-
-    return {k: move(v) for k, v in batch.items()}
-
-
 def hardware_for(cfg: Config) -> memory.Hardware:
     return memory.hardware_from(cfg.hardware.gpu_name, cfg.hardware.gpus_per_node, cfg.hardware.gpu_memory_gb,
                                 cfg.hardware.host_ram_gb)
@@ -140,10 +102,6 @@ def plan_for(cfg: Config, world_size: int) -> memory.Plan:
                        attention=adapters.resolve_attention(t.attention, t.precision)[0])
 
 
-def input_dtype(precision: str) -> Optional[torch.dtype]:
-    return torch.bfloat16 if precision == "bf16" else None
-
-
 def accumulate(model, batches: list[dict[str, Any]], device, precision: str, scaler=None,
                sharding: str = "none") -> dict[str, torch.Tensor]:
     """Forward + backward over the micro-batches of one optimizer step; returns the step's losses
@@ -153,11 +111,11 @@ def accumulate(model, batches: list[dict[str, Any]], device, precision: str, sca
     m give the gradient of one batch of k*m for per-sample-mean losses, and a short final
     micro-batch counts for what it holds. Gradients are synchronised only on the last one.
     """
-    n_step = sum(int(b["catalog"].shape[0]) for b in batches)
+    n_step = sum(batch_size_of(b) for b in batches)
     sums: dict[str, torch.Tensor] = {}
     for i, batch in enumerate(batches):
         batch = to_device(batch, device, input_dtype(precision))
-        weight = int(batch["catalog"].shape[0]) / n_step
+        weight = batch_size_of(batch) / n_step
         with distributed.gradient_sync(model, sharding, sync=i == len(batches) - 1):
             with autocast_for(precision, device):
                 out = model(batch)
@@ -170,48 +128,11 @@ def accumulate(model, batches: list[dict[str, Any]], device, precision: str, sca
     return sums
 
 
-@torch.no_grad()
-def validate(model, dataset: PlanetDataset, collate: Collate, micro_batch: int, device, precision: str) -> dict[str, float]:
-    """Returns mean losses over the validation split (every rank runs all of it: FSDP needs all)."""
-    was_training = model.training
-    model.eval()
-    sums: dict[str, float] = {}
-    n = 0
-    for start in range(0, len(dataset), micro_batch):
-        items = [dataset[i] for i in range(start, min(len(dataset), start + micro_batch))]
-        batch = to_device(collate(items), device, input_dtype(precision))
-        with autocast_for(precision, device):
-            out = model(batch)
-        for k in ("loss", "loss_habitability", "loss_gas_detection", "loss_retrieval"):
-            sums[k] = sums.get(k, 0.0) + float(out[k]) * len(items)
-        n += len(items)
-    model.train(was_training)
-    return {f"val_{k}": v / max(n, 1) for k, v in sums.items()}
-
-
-def headline(task: str, losses: dict[str, float], prefix: str = "") -> float:
-    """The loss that picks the best checkpoint and stops early: the habitability BCE, or for gas
-    detection the presence BCE plus the retrieval NLL."""
-    if task == "gas_detection":
-        return losses[f"{prefix}loss_gas_detection"] + losses[f"{prefix}loss_retrieval"]
-    return losses[f"{prefix}loss_habitability"]
-
-
-def open_gas_data(cfg: Config, data_dir: Path, text_max_len: int):
-    """(train, validation) datasets of ``task: gas_detection``: noisy draws of the SIMULATED spectra
-    notebook 01 generated in ``data_dir/gas_spectra`` (:mod:`astrobio_lib.data.gas_dataset`).
-
-    Raises:
-        DatasetNotBuilt: no generated spectra.
-    """
-    from astrobio_lib.data import gas_dataset
-
-    try:
-        return gas_dataset.open_train_val(data_dir, cfg.run.seed, cfg.train.gas_train_draws,
-                                          max(1, cfg.train.gas_train_draws // 4), text_max_len)
-    except FileNotFoundError as exc:
-        raise DatasetNotBuilt(f"task: gas_detection needs the gas-detection spectra in {data_dir / 'gas_spectra'}: "
-                              f"run 01_data_validation with gas_planets > 0 first") from exc
+def validate(model, dataset, collate, micro_batch: int, device, precision: str) -> dict[str, float]:
+    """Returns the mean of every loss over the validation split, as ``val_<loss>`` (every rank runs
+    all of it: FSDP needs all)."""
+    _, losses = run_batches(model, dataset, collate, micro_batch, device=device, precision=precision)
+    return {f"val_{k}": v for k, v in losses.items()}
 
 
 @dataclass
@@ -221,71 +142,63 @@ class Setup:
     cfg: Config
     info: distributed.DistInfo
     run_dir: Path
-    train_ds: PlanetDataset
-    val_ds: PlanetDataset
-    collate: Collate
+    spec: tasks.TaskSpec
+    data: tasks.TaskData
     state: ckpt.TrainState
     checkpointer: ckpt.Checkpointer
     sched_target: Any
-    text_max_len: int  # tokens per sample (0: the task has no text)
     resumed_from: Optional[str]
     t_start: float
     flops_per_sample: float = 0.0  # model FLOPs (forward + backward) per sample, as in the memory budget
     peak_flops: Optional[float] = None  # the devices' dense bf16 peak (None: CPU or an unknown GPU)
 
+    @property
+    def collate(self):
+        return self.data.collate
+
 
 def setup(cfg: Config, info: distributed.DistInfo, data_dir: Optional[Path] = None) -> Setup:
-    """Opens the dataset, runs the preflight, builds the train state and resumes it.
+    """Opens the task's data, runs the preflight, builds the train state and resumes it.
 
     Raises:
-        DatasetNotBuilt: the run folder has no dataset.
+        DatasetNotBuilt: the run folder has no data for the task.
         memory.MemoryBudgetError: the plan does not fit (unless ``force_plan``).
         ckpt.CheckpointError: no disk space for the checkpoints; checkpoints exist but none is valid;
-            the checkpoint belongs to another configuration; ``resume`` names an unloadable path.
+            the checkpoint belongs to another configuration (:class:`ckpt.ConfigMismatch`, naming the keys);
+            ``resume`` names an unloadable path.
     """
     t = cfg.train
+    spec = tasks.of(cfg)
     run_dir = Path(cfg.run.run_dir)
     t_start = time.monotonic()
     device = info.device
     seed_everything(cfg.run.seed + info.rank)  # a resumed run replaces these states from its checkpoint
 
-    # ---- data: built by notebook 01; the trainer only reads it
+    # ---- data: prepared by notebook 01; the trainer only reads it, through the task
     data_dir = Path(data_dir) if data_dir else run_dir / "data"
-    if t.task == "gas_detection":  # no text in this task: the budget keeps the configured text shape
-        text_max_len = cfg.data.text_max_len
-        train_ds, val_ds = open_gas_data(cfg, data_dir, text_max_len)
-        manifest = {"build_sha256": train_ds.gas.manifest.get("cache_key"), "modalities": {}}
-    else:
-        manifest = open_dataset(data_dir)
-        text_max_len = int(manifest["config"]["text_max_len"])
-        train_ds, val_ds = PlanetDataset(data_dir, "train"), PlanetDataset(data_dir, "val", validate=False)
-    if train_ds.synthetic:
+    data = spec.open_data(cfg, data_dir)
+    log.info("task %s (%s): %s", spec.name, spec.title, data.description)
+    if data.synthetic:
         log.warning("training on a SYNTHETIC catalog: results say nothing about real planets")
 
     # ---- preflight: refuse a plan that does not fit, before allocating anything
     flat_cfg = cfg.flat()
-    model_cfg = adapters.model_config(flat_cfg)  # the preset, with the pretrained LLM's architecture if any
-    log.info("attention: %s (%s)", model_cfg.llm.attention, adapters.resolve_attention(t.attention, t.precision)[1])
-    source = (f"the LLM checkpoint {cfg.model.llm_checkpoint}" if cfg.model.llm_checkpoint
-              else f"model_preset {cfg.model.model_preset}")
-    if text_max_len > model_cfg.llm.max_seq_len:
-        raise memory.MemoryBudgetError(f"the dataset in {data_dir} has text_max_len={text_max_len} > the context of "
-                                       f"{source} ({model_cfg.llm.max_seq_len})")
-    data_tokenizer = manifest.get("modalities", {}).get("text", {})
-    if int(data_tokenizer.get("vocab_size", 0)) > model_cfg.llm.vocab_size or (
-            cfg.model.llm_checkpoint and not data_tokenizer.get("sha256")):
-        raise DatasetNotBuilt(f"the dataset in {data_dir} was tokenized with {data_tokenizer.get('tokenizer')} "
-                              f"(vocabulary {data_tokenizer.get('vocab_size')}), which does not fit {source} "
-                              f"(vocabulary {model_cfg.llm.vocab_size}): run 01_data_validation with the same "
-                              f"llm_checkpoint")
+    model_cfg = tasks.model_config(flat_cfg)  # the task's model: its modalities and heads
+    if model_cfg.has("text"):
+        log.info("attention: %s (%s)", model_cfg.llm.attention, adapters.resolve_attention(t.attention, t.precision)[1])
+        source = (f"the LLM checkpoint {cfg.model.llm_checkpoint}" if cfg.model.llm_checkpoint
+                  else f"model_preset {cfg.model.model_preset}")
+        if data.text_len > model_cfg.llm.max_seq_len:
+            raise memory.MemoryBudgetError(f"the dataset in {data_dir} has text_max_len={data.text_len} > the context "
+                                           f"of {source} ({model_cfg.llm.max_seq_len})")
     plan, hardware = plan_for(cfg, info.world_size), hardware_for(cfg)
     auto_batch = t.micro_batch_size == "auto"
     if auto_batch:  # the largest micro-batch that fits, accumulation keeping batch_size; recorded as numbers
-        mb, accum, why = memory.auto_micro_batch(model_cfg, plan, text_max_len, t.batch_size, hardware)
+        mb, accum, why = memory.auto_micro_batch(model_cfg, plan, data.text_len, t.batch_size, hardware)
         cfg = with_batch(cfg, mb, accum)
         t, flat_cfg = cfg.train, cfg.flat()
         log.info("%s", why)
-    shape = memory.BatchShape(t.micro_batch_size, text_max_len, t.grad_accum_steps)
+    shape = memory.BatchShape(t.micro_batch_size, data.text_len, t.grad_accum_steps)
     try:
         est = memory.preflight(model_cfg, plan, shape, hardware)
         log.info("preflight: plan '%s' on %s: %.2f GB per device, %.1f GB host — fits", plan.name, hardware.name,
@@ -297,7 +210,7 @@ def setup(cfg: Config, info: distributed.DistInfo, data_dir: Optional[Path] = No
     if device.type == "cuda":
         while True:
             try:
-                probe_preflight(cfg, model_cfg, plan, shape, train_ds, device)
+                probe_preflight(cfg, model_cfg, plan, shape, data, device)
                 break
             except memory.MemoryBudgetError:
                 smaller = memory.micro_batch_candidates(t.batch_size, below=t.micro_batch_size) if t.batch_size else []
@@ -306,10 +219,10 @@ def setup(cfg: Config, info: distributed.DistInfo, data_dir: Optional[Path] = No
                 log.warning("micro_batch_size auto: the probe refuses %d; trying %d", t.micro_batch_size, smaller[0])
                 cfg = with_batch(cfg, smaller[0], t.batch_size // smaller[0])
                 t, flat_cfg = cfg.train, cfg.flat()
-                shape = memory.BatchShape(t.micro_batch_size, text_max_len, t.grad_accum_steps)
+                shape = memory.BatchShape(t.micro_batch_size, data.text_len, t.grad_accum_steps)
 
     # ---- model, optimizer, schedule: the train state
-    model = adapters.build(flat_cfg, device)  # + pretrained LLM, pure-bf16 cast, LoRA/QLoRA adapters
+    model = tasks.build_model(flat_cfg, device)  # + pretrained LLM, pure-bf16 cast, LoRA/QLoRA adapters
     if t.llm_adapter != "none":
         counts = adapters.parameter_counts(model)
         log.info("%s on %s: %s trainable parameters (adapters, encoders, fusion, heads), %s frozen", t.llm_adapter,
@@ -332,10 +245,10 @@ def setup(cfg: Config, info: distributed.DistInfo, data_dir: Optional[Path] = No
         sched_target = optimizer
     scheduler = build_scheduler(sched_target, t.schedule, t.max_steps, t.warmup_steps)
     scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16-mixed" else None
-    order = ResumableOrder(len(train_ds), t.micro_batch_size, cfg.run.seed, info.world_size, info.rank)
-    flat = {**flat_cfg, "dataset_build_sha256": manifest["build_sha256"], "text_max_len": text_max_len}
-    if t.task == "gas_detection":  # the spectra by content: resuming on another generated set is refused
-        flat["gas_spectra_key"] = manifest["build_sha256"]
+    order = ResumableOrder(len(data.train), t.micro_batch_size, cfg.run.seed, info.world_size, info.rank)
+    # the recorded configuration: the data's own settings (its manifest's, not a notebook's defaults) and
+    # its identity by content — resuming on other data is refused
+    flat = {**flat_cfg, **data.built_with, "dataset_build_sha256": data.key}
     if cfg.model.llm_checkpoint:  # the base by content: resuming or evaluating against another one is refused
         flat["llm_base_sha256"] = pretrained.fingerprint_sha256(cfg.model.llm_checkpoint)
     state = ckpt.TrainState(model, optimizer, scheduler, order, flat, scaler)
@@ -353,18 +266,14 @@ def setup(cfg: Config, info: distributed.DistInfo, data_dir: Optional[Path] = No
             dropped = tracking.MetricsLog(run_dir / "metrics.jsonl", enabled=info.is_main).truncate_after(state.step)
             log.info("resumed from %s at step %d (epoch %d, %d samples into it); %d later metric records dropped",
                      resumed_from, state.step, order.position.epoch, order.position.offset, dropped)
-    flops_parts = memory.flops_per_sample(model_cfg, shape, plan)
-    # gas detection runs the catalog and spectrum encoders, fusion and heads only
-    flops = flops_parts["fusion_and_heads"] if t.task == "gas_detection" else sum(flops_parts.values())
+    flops = sum(memory.flops_per_sample(model_cfg, shape, plan).values())  # the components the task builds
     peak = None
     if device.type == "cuda":
         gpu = memory.device_for_name(torch.cuda.get_device_name(device))
         peak = gpu.peak_flops_bf16 * info.world_size if gpu else None
         log.info("MFU is reported against %s", f"{gpu.name}'s dense bf16 peak x {info.world_size}" if gpu else
                  f"nothing: the peak of {torch.cuda.get_device_name(device)} is unknown (add it to memory.DEVICES)")
-    return Setup(cfg, info, run_dir, train_ds, val_ds, Collate(train_ds.graphs), state, checkpointer, sched_target,
-                 0 if t.task == "gas_detection" else text_max_len,  # tokens/s: no text in gas detection
-                 resumed_from, t_start, flops, peak)
+    return Setup(cfg, info, run_dir, spec, data, state, checkpointer, sched_target, resumed_from, t_start, flops, peak)
 
 
 def with_batch(cfg: Config, micro_batch_size: int, grad_accum_steps: int) -> Config:
@@ -373,7 +282,7 @@ def with_batch(cfg: Config, micro_batch_size: int, grad_accum_steps: int) -> Con
                                                               grad_accum_steps=grad_accum_steps))
 
 
-def probe_preflight(cfg: Config, model_cfg, plan: memory.Plan, shape: memory.BatchShape, train_ds: PlanetDataset,
+def probe_preflight(cfg: Config, model_cfg, plan: memory.Plan, shape: memory.BatchShape, data: tasks.TaskData,
                     device: torch.device) -> Optional[memory.ProbeResult]:
     """On the GPU, before the model is built: measures the plan with :func:`memory.probe` (two real
     steps of depth-reduced copies of the model on a real micro-batch, extrapolated in depth) and
@@ -389,8 +298,8 @@ def probe_preflight(cfg: Config, model_cfg, plan: memory.Plan, shape: memory.Bat
                  "estimate decides", plan.name)
         return None
     t = cfg.train
-    items = [train_ds[i % len(train_ds)] for i in range(t.micro_batch_size)]
-    batch = to_device(Collate(train_ds.graphs)(items), device, input_dtype(t.precision))
+    items = [data.train[i % len(data.train)] for i in range(t.micro_batch_size)]
+    batch = to_device(data.collate(items), device, input_dtype(t.precision))
     one_device = dataclasses.replace(plan, sharding="none", world_size=1)
     t0 = time.perf_counter()
     result = memory.probe(model_cfg, one_device, batch, device=device, grad_accum_steps=min(t.grad_accum_steps, 2))
@@ -540,7 +449,7 @@ def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
     last_ckpt_time = time.monotonic()
     window_t, window_samples = time.monotonic(), 0
     stream = state.order.epochs(t.max_epochs)
-    inputs = InputPipeline(s.train_ds, s.collate, state.order, t.max_epochs, t.num_workers, device)
+    inputs = InputPipeline(s.data.train, s.collate, state.order, t.max_epochs, t.num_workers, device)
     counters.setdefault("loss_window", [])
     counters.setdefault("above_median", 0)
     first_step_t = time.monotonic()
@@ -612,14 +521,19 @@ def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
             eta = (t.max_steps - step) * (now - window_t) / max(1, window_samples / (n_step * info.world_size))
             achieved = rate * s.flops_per_sample
             util = memory.mfu(rate, s.flops_per_sample, s.peak_flops)
-            log.info("step %d/%d | epoch %d | loss %.4f | %s %.4f | lr %.2e | grad norm %.3f | "
-                     "%.1f samples/s | %.0f tokens/s | %.2f model TFLOP/s | MFU %s | ETA %.0f s", step, t.max_steps,
-                     epoch, sums["loss"], t.task, headline(t.task, sums), record["lr"], grad_norm, rate,
-                     rate * s.text_max_len, achieved / 1e12, f"{100 * util:.1f}%" if util is not None else
-                     ("n/a (CPU)" if s.peak_flops is None and s.info.device.type != "cuda" else "n/a (unknown GPU)"),
-                     eta)
-            metrics.write({"step": step, "samples_per_s": rate, "tokens_per_s": rate * s.text_max_len,
-                           "model_tflops_per_s": achieved / 1e12, **({"mfu": util} if util is not None else {})})
+            units = [f"{rate:.1f} samples/s"]
+            if s.data.text_len:  # tokens only for a task with text
+                units.append(f"{rate * s.data.text_len:.0f} tokens/s")
+            if device.type == "cuda":  # model FLOP/s and MFU mean something against a GPU's peak only
+                units.append(f"{achieved / 1e12:.2f} model TFLOP/s | MFU "
+                             + (f"{100 * util:.1f}%" if util is not None else "n/a (unknown GPU)"))
+            log.info("step %d/%d | epoch %d | loss %.4f | %s %.4f | lr %.2e | grad norm %.3f | %s | ETA %.0f s", step,
+                     t.max_steps, epoch, sums["loss"], s.spec.headline_label, s.spec.headline(sums), record["lr"],
+                     grad_norm, " | ".join(units), eta)
+            metrics.write({"step": step, "samples_per_s": rate,
+                           **({"tokens_per_s": rate * s.data.text_len} if s.data.text_len else {}),
+                           **({"model_tflops_per_s": achieved / 1e12} if device.type == "cuda" else {}),
+                           **({"mfu": util} if util is not None else {})})
             window_t, window_samples = now, 0
         if step % t.memory_every_steps == 0:
             stats = tracking.memory_stats()
@@ -651,16 +565,17 @@ def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
                 stopped = "diverged"
                 break
         improved = False
-        if step % t.val_every_steps == 0 and len(s.val_ds):
-            val = validate(model, s.val_ds, Collate(s.val_ds.graphs), t.micro_batch_size, device, t.precision)
+        if step % t.val_every_steps == 0 and len(s.data.val):
+            val = validate(model, s.data.val, s.collate, t.micro_batch_size, device, t.precision)
             metrics.write({"step": step, **val})
-            score = headline(t.task, val, "val_")
+            score = s.spec.headline(val, "val_")
+            counters["last_val"] = score
             if counters["best_val"] is None or score < counters["best_val"]:
                 counters["best_val"], counters["vals_without_improvement"], improved = score, 0, True
+                counters["best_step"] = step
             else:
                 counters["vals_without_improvement"] += 1
-            log.info("step %d: validation loss %.4f, %s %.4f%s", step, val["val_loss"],
-                     "habitability BCE" if t.task == "habitability" else "gas BCE + retrieval NLL", score,
+            log.info("step %d: validation loss %.4f, %s %.4f%s", step, val["val_loss"], s.spec.headline_label, score,
                      " (best)" if improved else f" ({counters['vals_without_improvement']} without improvement)")
         due = (step % t.checkpoint_every_steps == 0 or improved
                or time.monotonic() - last_ckpt_time >= 60 * t.checkpoint_every_minutes)
@@ -685,7 +600,9 @@ def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
     result = TrainResult(start_step, state.step, stopped, s.resumed_from, last_checkpoint, counters["best_val"],
                          counters["skipped"], total, [e["file"] for e in s.checkpointer.entries()],
                          round(s.checkpointer.stall_s, 3), divergence_warnings,
-                         preempt.reason if stopped == "interrupted" else None, t.micro_batch_size, t.grad_accum_steps)
+                         preempt.reason if stopped == "interrupted" else None, t.micro_batch_size, t.grad_accum_steps,
+                         s.spec.name, counters.get("best_step"), counters.get("last_val"),
+                         counters["vals_without_improvement"])
     if info.is_main:
         atomic_write(run_dir / "train_result.json", json.dumps(result.to_dict(), indent=2))
     distributed.barrier(info)

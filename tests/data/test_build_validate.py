@@ -8,9 +8,12 @@ import torch
 
 from astrobio_lib.config import DataConfig
 from astrobio_lib.data import catalog
-from astrobio_lib.data.build import build_dataset, sha256_file
+from astrobio_lib.data.build import build_dataset
 from astrobio_lib.data.loader import Collate, PlanetDataset, make_loader
 from astrobio_lib.data.validate import DataValidationError, validate_catalog, validate_dataset
+from astrobio_lib.fsutil import sha256_file
+
+from ..conftest import full_preset
 
 CFG = DataConfig(n_planets=48, label_mc_samples=32, shard_size=16)
 
@@ -165,14 +168,13 @@ def test_loader_with_worker_processes(built):
 def test_tiny_model_on_a_real_batch(built):
     """Models issue, done-when 2: forward + backward of the tiny model on a real batch."""
     from astrobio_lib.models.fusion import build_model
-    from astrobio_lib.models.presets import get_preset
 
     out, _, _ = built
     ds = PlanetDataset(out)
     idx = [i for i in range(len(ds)) if ds[i]["climate"] is not None][:2] + list(range(6))
     batch = Collate(ds.graphs)([ds[i] for i in idx])
     assert batch["has_climate"].any() and batch["has_spectrum"].any()
-    model = build_model(get_preset("tiny"), seed=0)
+    model = build_model(full_preset("tiny"), seed=0)
     out = model(batch)
     assert torch.isfinite(out["loss"])
     out["loss"].backward()

@@ -100,7 +100,7 @@ def test_header_only_and_text_in_numeric_columns_are_named(tmp_path, real_catalo
 
 def test_labels_undetermined_for_most_planets_fail_the_data_verdict(real_catalog):
     """Fault finding: a catalog with every insolation NaN passed with 0 positives."""
-    from astrobio_lib.data.habitability import label_table
+    from astrobio_lib.data.habitable_zone import label_table
     from astrobio_lib.data.validate import validate_labels
 
     df, _ = catalog.load_catalog("file", str(real_catalog))

@@ -13,6 +13,7 @@ import pytest
 
 from astrobio_lib.data import gas_spectra as gs
 from astrobio_lib.data import transmission as tx
+from astrobio_lib.tasks.gas_detection.dataset import split as host_split
 
 TRAPPIST1 = tx.Star(teff_k=2566.0, radius_rsun=0.1192, distance_pc=12.47)
 T1E = tx.PlanetBody(radius_rearth=0.920, mass_mearth=0.692, a_au=0.02925, period_days=6.0996)
@@ -124,7 +125,7 @@ def test_missing_opacities_name_the_fix(monkeypatch, tmp_path):
 
 def test_split_keeps_every_noiseless_spectrum_and_star_in_one_split(smoke_spectra):
     ds = smoke_spectra
-    split = gs.host_split(ds.hostname, seed=0)
+    split = host_split(ds, seed=0)
     assert set(split) == {"train", "val", "test"}
     for host in np.unique(ds.hostname):
         assert len(set(split[ds.hostname == host])) == 1, host
@@ -138,7 +139,7 @@ def test_split_keeps_every_noiseless_spectrum_and_star_in_one_split(smoke_spectr
 def test_catalog_only_baseline_cannot_predict_the_gases(smoke_spectra):
     """The circularity check on the smoke build: out-of-fold (grouped by host star) gradient
     boosting on the catalog columns alone scores AUROC <= 0.6 for every gas."""
-    from astrobio_lib import gas_detection
+    from astrobio_lib.tasks.gas_detection import baselines as gas_detection
 
     auroc = gas_detection.circularity_check(smoke_spectra, seed=0)
     assert set(auroc) == set(tx.GASES)
@@ -146,10 +147,10 @@ def test_catalog_only_baseline_cannot_predict_the_gases(smoke_spectra):
 
 
 def test_spectra_beat_the_catalog_at_many_transits(smoke_spectra):
-    from astrobio_lib import gas_detection
+    from astrobio_lib.tasks.gas_detection import baselines as gas_detection
 
     ds = smoke_spectra
-    curves = gas_detection.detection_curves(ds, gs.host_split(ds.hostname, 0), transits=(30,),
+    curves = gas_detection.detection_curves(ds, host_split(ds, 0), transits=(30,),
                                             baselines=("catalog", "band_depths"), draws=2, bootstrap=20)
     by = curves.set_index(["baseline", "gas"])["auroc"]
     assert by[("band_depths", "CO2")] > 0.8 and by[("band_depths", "CO2")] > by[("catalog", "CO2")] + 0.2
@@ -158,7 +159,7 @@ def test_spectra_beat_the_catalog_at_many_transits(smoke_spectra):
 def test_fast_metrics_agree_with_sklearn():
     from sklearn.metrics import f1_score, roc_auc_score
 
-    from astrobio_lib import gas_detection
+    from astrobio_lib.tasks.gas_detection import baselines as gas_detection
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 300)

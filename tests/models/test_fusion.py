@@ -4,13 +4,19 @@ import sys
 import pytest
 import torch
 
+from astrobio_lib import memory, tasks
 from astrobio_lib.models.fusion import MODALITIES, build_model
 from astrobio_lib.models.presets import count_parameters, get_preset
 from astrobio_lib.models.synthetic import synthetic_batch
 
 
+def full(preset: str = "tiny", **kw):
+    """The model with every modality: the habitability task's."""
+    return tasks.get("habitability").model(get_preset(preset, **kw))
+
+
 def test_tiny_forward_backward_every_parameter_gets_a_gradient():
-    cfg = get_preset("tiny")
+    cfg = full()
     model = build_model(cfg, seed=0)
     batch = synthetic_batch(cfg, batch_size=4, seed=0)
     out = model(batch)
@@ -25,7 +31,7 @@ def test_tiny_forward_backward_every_parameter_gets_a_gradient():
 
 @pytest.mark.parametrize("modality", MODALITIES)
 def test_missing_modality_sends_no_gradient_into_its_encoder(modality):
-    cfg = get_preset("tiny")
+    cfg = full()
     model = build_model(cfg, seed=0)
     batch = synthetic_batch(cfg, batch_size=3, seed=1, missing=[(0, modality)])
     out = model(batch)
@@ -44,7 +50,7 @@ def test_missing_modality_sends_no_gradient_into_its_encoder(modality):
 
 
 def test_all_optional_modalities_missing_at_once():
-    cfg = get_preset("tiny")
+    cfg = full()
     model = build_model(cfg, seed=0)
     missing = [(i, m) for i in range(2) for m in MODALITIES if m != "catalog"]
     out = model(synthetic_batch(cfg, batch_size=2, missing=missing))
@@ -52,7 +58,7 @@ def test_all_optional_modalities_missing_at_once():
 
 
 def test_initialisation_is_deterministic_from_the_seed():
-    cfg = get_preset("tiny")
+    cfg = full()
     a, b, c = build_model(cfg, seed=3), build_model(cfg, seed=3), build_model(cfg, seed=4)
     for (n, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb), n
@@ -60,20 +66,40 @@ def test_initialisation_is_deterministic_from_the_seed():
 
 
 def test_loss_weights_are_the_seeds_and_apply():
-    cfg = get_preset("tiny")
-    assert cfg.fusion.loss_weights == {"classification": 1.0, "reconstruction": 0.1, "physics": 0.2,
-                                       "consistency": 0.15, "language": 0.1, "gas": 1.0}  # the seeds' + issue 14
+    cfg = full()
+    assert cfg.heads.loss_weights == {"classification": 1.0, "reconstruction": 0.1, "physics": 0.2,
+                                      "consistency": 0.15, "language": 0.1}  # the seeds'
     model = build_model(cfg, seed=0)
     out = model(synthetic_batch(cfg))
-    w = cfg.fusion.loss_weights
+    w = cfg.heads.loss_weights
     expected = (w["classification"] * out["loss_classification"] + w["reconstruction"] * out["loss_reconstruction"]
                 + w["physics"] * out["loss_physics"] + w["consistency"] * out["loss_consistency"]
-                + w["language"] * out["loss_language"] + w["gas"] * (out["loss_gas_detection"] + out["loss_retrieval"]))
+                + w["language"] * out["loss_language"])
     torch.testing.assert_close(out["loss"], expected)
 
 
+def test_a_gas_detection_model_builds_no_llm_and_its_budget_has_no_llm_term():
+    """The gas-detection task encodes the catalog and the spectrum: no parameter of an LLM (or of the
+    datacube and graph encoders) exists in its model, and the memory budget counts none."""
+    cfg = tasks.model_config({"task": "gas_detection", "model_preset": "small"})
+    model = build_model(cfg, device="meta")
+    names = [n for n, _ in model.named_parameters()]
+    assert not [n for n in names if n.startswith(("text_encoder", "text_proj", "climate_encoder", "graph_encoder"))]
+    assert not hasattr(model, "text_encoder") and cfg.modalities == ("catalog", "spectrum")
+    est = memory.estimate(cfg, memory.Plan(precision="bf16-mixed", optimizer="adamw"), memory.BatchShape(256, 0, 1),
+                          memory.hardware_from("RTX A5000", 1, 24.0, 32.0))
+    assert set(est.parameters) == {"fusion_and_heads", "total"} and set(est.activations_by_component) == {"fusion_and_heads"}
+    assert est.tokens_per_step == 0 and "end of LLM backward" not in est.phases
+    assert set(memory.flops_per_sample(cfg, memory.BatchShape(256, 0, 1), est.plan)) == {"fusion_and_heads"}
+    plans = memory.plans(cfg, memory.hardware_from("RTX A5000", 1, 24.0, 32.0), memory.BatchShape(256, 0, 1))
+    assert {v.estimate.plan.llm_adapter for v in plans} == {"none"}  # no LoRA / QLoRA plans for a model without an LLM
+    # the habitability model of the same preset has the LLM, and the LoRA plans
+    hab = tasks.model_config({"task": "habitability", "model_preset": "small"})
+    assert "llm" in count_parameters(hab) and "llm" not in count_parameters(cfg)
+
+
 def test_graph_count_mismatch_is_a_clear_error():
-    cfg = get_preset("tiny")
+    cfg = full()
     batch = synthetic_batch(cfg, batch_size=2)
     batch["has_graph"] = torch.tensor([True, True])
     batch["graph"] = synthetic_batch(cfg, batch_size=1)["graph"]
@@ -82,12 +108,12 @@ def test_graph_count_mismatch_is_a_clear_error():
 
 
 def test_preset_sizes():
-    tiny = count_parameters(get_preset("tiny"))
+    tiny = count_parameters(full())
     assert tiny["total"] < 1_000_000
-    full = count_parameters(get_preset("seeds_full"))
-    for component, seeds in {"llm": 13.14e9, "graph_vae": 1.2e9, "datacube_cnn": 2.5e9}.items():
-        assert abs(full[component] / seeds - 1) < 0.02, (component, full[component])
-    small = count_parameters(get_preset("small"))
+    seeds = count_parameters(get_preset("seeds_full"))
+    for component, stated in {"llm": 13.14e9, "graph_vae": 1.2e9, "datacube_cnn": 2.5e9}.items():
+        assert abs(seeds[component] / stated - 1) < 0.02, (component, seeds[component])
+    small = count_parameters(full("small"))
     # 16 bytes/parameter of fp32 AdamW state must leave most of a 24 GB GPU for activations
     assert small["total"] * 16 < 0.25 * 24e9
     with pytest.raises(ValueError, match="model preset 'huge'"):

@@ -97,9 +97,9 @@ def test_checkpoint_tokenizer_builds_its_own_dataset(tiny, tmp_path, real_catalo
     """The dataset records which tokenizer made text_ids; another tokenizer never reuses a build."""
     from astrobio_lib.data import text
 
-    from ..conftest import built
+    from ..conftest import HABITABILITY, built
 
-    values = {"run_dir": str(tmp_path / "run"), "catalog_path": str(real_catalog), "n_planets": 32,
+    values = {**HABITABILITY, "run_dir": str(tmp_path / "run"), "catalog_path": str(real_catalog), "n_planets": 32,
               "label_mc_samples": 8, "text_max_len": 96}
     byte_cfg = built(values)
     byte_manifest = json.loads((tmp_path / "run" / "data" / "manifest.json").read_text())

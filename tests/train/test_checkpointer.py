@@ -128,7 +128,7 @@ def test_every_checkpoint_corrupt_stops_instead_of_restarting(tmp_path):
 def test_another_configuration_is_refused_not_fallen_back_from(tmp_path):
     state, cp = saved_run(tmp_path, steps=2)
     other = make_state(config={"seed": 0, "micro_batch_size": 3})
-    with pytest.raises(ckpt.ConfigMismatch, match="micro_batch_size: 4 -> 3"):  # absent: the default (4)
+    with pytest.raises(ckpt.ConfigMismatch, match="micro_batch_size: 32 -> 3"):  # absent: the default (32)
         cp.load(other)
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ..conftest import REPO, built
+from ..conftest import HABITABILITY, REPO, built
 
 pytestmark = pytest.mark.slow
-BASE = dict(n_planets=64, label_mc_samples=16, grad_accum_steps=2, val_every_steps=4, checkpoint_every_steps=4,
+BASE = dict(**HABITABILITY, n_planets=64, label_mc_samples=16, grad_accum_steps=2, val_every_steps=4, checkpoint_every_steps=4,
             log_every_steps=4, wandb_mode="disabled", warmup_steps=2)
 
 

@@ -181,13 +181,13 @@ def test_memory_budget_notebook_shows_the_qlora_13b_plan_fits_the_pod(tmp_path):
 def test_adapter_memory_estimate_against_a_measured_step(llama, adapter, precision, checkpointing):
     """The budget for LoRA/QLoRA (frozen base in the compute dtype or NF4, peft's per-adapter
     inputs) against one real step on CPU: states + stored activations, never more than 5% under."""
-    from astrobio_lib import memory
-    from astrobio_lib.models import adapters
+    from astrobio_lib import memory, tasks
     from astrobio_lib.models.synthetic import synthetic_batch
 
-    flat = dict(model_preset="tiny", llm_checkpoint=str(llama), llm_adapter=adapter, seed=0, precision=precision,
+    flat = dict(task="habitability", model_preset="tiny", llm_checkpoint=str(llama), llm_adapter=adapter, seed=0,
+                precision=precision,
                 lora_rank=8, lora_dropout=0.05, activation_checkpointing=checkpointing)
-    model, cfg = adapters.build(flat), adapters.model_config(flat)
+    model, cfg = tasks.build_model(flat), tasks.model_config(flat)
     batch = synthetic_batch(cfg, batch_size=4, seq_len=96)
     plan = memory.Plan(precision=precision, optimizer="adamw", llm_adapter=adapter, lora_rank=8, lora_dropout=0.05,
                        activation_checkpointing=checkpointing)

@@ -16,9 +16,9 @@ from astrobio_lib import config
 from astrobio_lib.train import checkpoint as ckpt
 from astrobio_lib.train.loop import DatasetNotBuilt, accumulate, train
 
-from ..conftest import REPO, built
+from ..conftest import HABITABILITY, REPO, built, full_preset
 
-FAST = dict(n_planets=64, label_mc_samples=16, micro_batch_size=2, grad_accum_steps=2, val_every_steps=4,
+FAST = dict(**HABITABILITY, n_planets=64, label_mc_samples=16, micro_batch_size=2, grad_accum_steps=2, val_every_steps=4,
             checkpoint_every_steps=4, log_every_steps=4, memory_every_steps=8, wandb_mode="disabled",
             warmup_steps=2, gas_planets=0)
 
@@ -124,11 +124,10 @@ def test_resuming_with_another_configuration_is_refused(tmp_path, real_catalog):
 def test_accumulation_equals_one_big_batch():
     """Training issue, done-when 5: k x micro-batch m gives the gradients of one batch of k*m (fp32)."""
     from astrobio_lib.models.fusion import build_model
-    from astrobio_lib.models.presets import get_preset
     from astrobio_lib.models.synthetic import synthetic_batch
 
-    cfg = get_preset("tiny")
-    cfg.fusion.loss_weights["reconstruction"] = 0.0  # negative sampling is random by design
+    cfg = full_preset("tiny")
+    cfg.heads.loss_weights["reconstruction"] = 0.0  # negative sampling is random by design
     big = synthetic_batch(cfg, batch_size=8, seq_len=32, seed=3)
     k, m = 4, 2
 
@@ -381,23 +380,22 @@ def test_auto_micro_batch_fits_the_host_budget_and_keeps_the_batch(tmp_path, rea
     """Throughput issue: `micro_batch_size: auto` picks the largest micro-batch that divides
     batch_size and fits the host-memory budget on CPU, adjusts accumulation, and records both."""
     from astrobio_lib import memory
-    from astrobio_lib.models.presets import get_preset
 
     seq = config.from_mapping(params(tmp_path / "x", real_catalog)).data.text_max_len
     plan = memory.Plan(precision="fp32", optimizer="adamw")
 
     def need(m: int) -> float:  # host bytes the budget counts for micro-batch m (CPU: one memory)
-        est = memory.estimate(get_preset("tiny"), plan, memory.BatchShape(m, seq, 8 // m))
+        est = memory.estimate(full_preset("tiny"), plan, memory.BatchShape(m, seq, 8 // m))
         return est.host_total + est.device_total
 
     assert need(1) < need(2) < need(4) < need(8)
     ram_gb = (need(2) + need(4)) / 2 / memory.HOST_LIMIT / 1e9  # room for a micro-batch of 2, not of 4
-    mb, accum, why = memory.auto_micro_batch(get_preset("tiny"), plan, seq, 8, memory.hardware_from("cpu", 1, None, ram_gb))
+    mb, accum, why = memory.auto_micro_batch(full_preset("tiny"), plan, seq, 8, memory.hardware_from("cpu", 1, None, ram_gb))
     assert (mb, accum) == (2, 4) and "largest divisor of 8" in why and "4 would need" in why
-    roomy = memory.auto_micro_batch(get_preset("tiny"), plan, seq, 8, memory.hardware_from("cpu", 1, None, 64.0))
+    roomy = memory.auto_micro_batch(full_preset("tiny"), plan, seq, 8, memory.hardware_from("cpu", 1, None, 64.0))
     assert roomy[:2] == (8, 1)
     with pytest.raises(memory.MemoryBudgetError, match="not even a micro-batch of 1 fits"):
-        memory.auto_micro_batch(get_preset("tiny"), plan, seq, 8, memory.hardware_from("cpu", 1, None, 1.0))
+        memory.auto_micro_batch(full_preset("tiny"), plan, seq, 8, memory.hardware_from("cpu", 1, None, 1.0))
     result = train(built(params(tmp_path / "auto", real_catalog, micro_batch_size="auto", batch_size=8,
                                 max_steps=2, host_ram_gb=ram_gb)))
     assert (result.micro_batch_size, result.grad_accum_steps) == (2, 4)

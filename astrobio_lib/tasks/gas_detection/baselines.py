@@ -1,4 +1,5 @@
-"""Gas detection from SIMULATED JWST transmission spectra: the baselines and the detection curves.
+"""Gas detection from SIMULATED JWST transmission spectra: the baselines, the detection curves and the
+trained model's predictions and retrieval checks.
 
 The question (issue 14): given a noisy transmission spectrum from N transits, which gases are in the
 atmosphere? The truth is known because the spectra are simulated from drawn atmospheres
@@ -28,6 +29,8 @@ import pandas as pd
 
 from astrobio_lib.data import gas_spectra as gs
 from astrobio_lib.data import transmission as tx
+from astrobio_lib.evaluate import one_thread
+from astrobio_lib.tasks.gas_detection.dataset import TRANSITS, normalised
 
 # the gases' strongest features inside 0.6-5.3 µm in the shipped cross sections (µm)
 BANDS = {
@@ -37,13 +40,7 @@ BANDS = {
     "O2": ((0.74, 0.78), (1.25, 1.29)),
     "O3": ((3.20, 3.40), (4.65, 4.95)),
 }
-TRANSITS = (1, 3, 10, 30, 100)
 BASELINES = ("catalog", "band_depths", "spectrum_gbt")
-
-
-def normalised(ds: gs.GasSpectra, x: np.ndarray, rows: np.ndarray, n_transits: float) -> np.ndarray:
-    """Spectra minus their median depth, in units of each bin's noise at ``n_transits``."""
-    return (x - np.median(x, axis=1, keepdims=True)) / ds.sigma(n_transits)[rows]
 
 
 def band_depths(ds: gs.GasSpectra, z: np.ndarray) -> np.ndarray:
@@ -121,8 +118,9 @@ def _fit_and_score(ds: gs.GasSpectra, base: str, cat: np.ndarray, train: np.ndar
     else:
         z_tr, z_te = normalised(ds, x_tr, r_tr, n), normalised(ds, x_te, r_te, n)
         f_tr, f_te = (band_depths(ds, z_tr), band_depths(ds, z_te)) if base == "band_depths" else (z_tr, z_te)
-    return np.column_stack([_classifier(base, seed).fit(f_tr, ds.present[r_tr, g]).predict_proba(f_te)[:, 1]
-                            for g in range(len(tx.GASES))])
+    with one_thread():
+        return np.column_stack([_classifier(base, seed).fit(f_tr, ds.present[r_tr, g]).predict_proba(f_te)[:, 1]
+                                for g in range(len(tx.GASES))])
 
 
 def detection_curves(ds: gs.GasSpectra, split: np.ndarray, transits: tuple[int, ...] = TRANSITS, draws: int = 4,
@@ -168,7 +166,8 @@ def circularity_check(ds: gs.GasSpectra, seed: int = 0, folds: int = 5) -> dict[
         y = ds.present[:, g].astype(int)
         score = np.zeros(len(y))
         for tr, te in GroupKFold(n_splits=folds).split(x, y, hosts):
-            score[te] = _classifier("catalog", seed).fit(x[tr], y[tr]).predict_proba(x[te])[:, 1]
+            with one_thread():
+                score[te] = _classifier("catalog", seed).fit(x[tr], y[tr]).predict_proba(x[te])[:, 1]
         out[gas] = auroc(y, score)
     return out
 
@@ -177,24 +176,19 @@ def circularity_check(ds: gs.GasSpectra, seed: int = 0, folds: int = 5) -> dict[
 
 
 def predict(model, dataset, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Runs a model trained with ``task: gas_detection`` over a
-    :class:`astrobio_lib.data.gas_dataset.GasDetectionDataset`; returns per item ``prob`` [n, gases]
-    (P(present)), ``mean`` and ``std`` [n, 8] of the retrieval targets in physical units, the
-    noiseless ``row`` and ``n_transits``."""
-    import torch
+    """Runs a model of the gas-detection task over a
+    :class:`~astrobio_lib.tasks.gas_detection.dataset.GasDetectionDataset`; returns per item ``prob``
+    [n, gases] (P(present)), ``mean`` and ``std`` [n, 8] of the retrieval targets in physical units,
+    the noiseless ``row`` and ``n_transits``."""
+    from scipy.special import expit
 
-    from astrobio_lib.data.loader import Collate
+    from astrobio_lib.inference import run_batches
+    from astrobio_lib.tasks.gas_detection.dataset import collate
 
-    collate = Collate([])
-    probs, means, log_vars = [], [], []
-    with torch.no_grad():
-        for start in range(0, len(dataset), batch_size):
-            out = model(collate([dataset[i] for i in range(start, min(len(dataset), start + batch_size))]))
-            probs.append(torch.sigmoid(out["gas_logits"]).float().numpy())
-            means.append(out["retrieval_mean"].float().numpy())
-            log_vars.append(out["retrieval_log_var"].float().numpy())
-    mean, log_var = np.concatenate(means), np.concatenate(log_vars)
-    return {"prob": np.concatenate(probs), "mean": dataset.physical(mean),
+    outs, _ = run_batches(model, dataset, collate, batch_size,
+                          keys=("gas_logits", "retrieval_mean", "retrieval_log_var"))
+    mean, log_var = outs["retrieval_mean"], outs["retrieval_log_var"]
+    return {"prob": expit(outs["gas_logits"]), "mean": dataset.physical(mean),
             "std": np.exp(0.5 * log_var) * dataset.target_std, "row": dataset.rows, "n_transits": dataset.n_transits}
 
 

@@ -1,4 +1,4 @@
-"""Habitability labels from published physics.
+"""Habitable-zone labels from published physics (Kopparapu et al. 2014 limits, rocky size, soft labels).
 
 - Habitable-zone limits: Kopparapu et al. 2014, ApJL 787, L29, Table 1 (the 2014 set is pinned;
   the 2013 table had an erratum and several public copies carry typos).
@@ -127,7 +127,7 @@ def phl_size(radius_earth, mass_earth) -> np.ndarray:
 def earth_similarity_index(insolation_earth, radius_earth) -> np.ndarray:
     """Returns the ESI (0-1, Earth = 1), radius-flux form of Schulze-Makuch et al. 2011:
     ESI = 1 - sqrt(0.5 [((S-1)/(S+1))^2 + ((R-1)/(R+1))^2]). A similarity ranking, not a
-    habitability measure."""
+    measure of whether a planet is habitable."""
     s = np.asarray(insolation_earth, dtype=float)
     r = np.asarray(radius_earth, dtype=float)
     return 1.0 - np.sqrt(0.5 * (((s - 1) / (s + 1)) ** 2 + ((r - 1) / (r + 1)) ** 2))

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from astrobio_lib.data import habitability as hab
+from astrobio_lib.data import habitable_zone as hab
 
 TEFFS = (2600, 3300, 4500, 5780, 6500, 7200)
 # Kopparapu et al. 2014, Table 1, evaluated independently (Decimal arithmetic) at TEFFS.
