@@ -112,6 +112,12 @@ class DataConfig:
                                  "task; 0: none", min=0, resume="data")
     gas_atmospheres: int = param(10, "atmospheres drawn per planet for the gas-detection spectra", min=1,
                                  resume="data")
+    spectra_store: Optional[str] = param(None, "folder of the shared store of simulated spectra; None: env "
+                                               "ASTROBIO_SPECTRA_STORE, else ~/.cache/astrobio/spectra",
+                                         path=True, resume="irrelevant")
+    dask_scheduler: Optional[str] = param(None, "address of an existing Dask scheduler to simulate spectra on; None: "
+                                                "env ASTROBIO_DASK_SCHEDULER, else a LocalCluster on every core",
+                                          resume="irrelevant")
 
 
 @dataclass

@@ -74,7 +74,7 @@ class PipelineInterrupted(PipelineError):
 
 
 # Exceptions a notebook raises on purpose to mark itself interrupted rather than failed.
-INTERRUPTED_ERRORS = ("TrainingInterrupted",)
+INTERRUPTED_ERRORS = ("TrainingInterrupted", "GenerationInterrupted")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,6 +41,8 @@ llm_checkpoint: Optional[str] = None  # pretrained Llama-family checkpoint direc
 shard_size: int = 128  # planets per dataset shard file
 gas_planets: int = 40  # rocky planets (one per host star) for the SIMULATED spectra of the gas-detection task; 0: none
 gas_atmospheres: int = 10  # atmospheres drawn per planet for the gas-detection spectra
+spectra_store: Optional[str] = None  # folder of the shared store of simulated spectra; None: env ASTROBIO_SPECTRA_STORE, else ~/.cache/astrobio/spectra
+dask_scheduler: Optional[str] = None  # address of an existing Dask scheduler to simulate spectra on; None: env ASTROBIO_DASK_SCHEDULER, else a LocalCluster on every core
 
 # %%
 from pathlib import Path

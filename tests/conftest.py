@@ -77,16 +77,26 @@ def built(values: dict, where: str = "test parameters"):
     return cfg
 
 
+def pytest_configure(config):
+    """One spectra store per test session (unless the caller chose one: `make test` shares its store
+    with nbmake), never the user's own cache."""
+    import os
+    import tempfile
+
+    if not os.environ.get("ASTROBIO_SPECTRA_STORE"):
+        os.environ["ASTROBIO_SPECTRA_STORE"] = tempfile.mkdtemp(prefix="astrobio-test-store-")
+
+
 @pytest.fixture(scope="session")
 def smoke_spectra(tmp_path_factory, real_catalog):
-    """The smoke build's SIMULATED gas-detection spectra (TauREx; 40 real rocky planets x 10 drawn
-    atmospheres, ~60 s on 2 cores), generated once per test session."""
+    """The smoke run's SIMULATED gas-detection spectra (TauREx; 40 real rocky planets x 10 drawn
+    atmospheres, ~60 s on 2 cores when the session's store does not hold them yet)."""
     from astrobio_lib.data import catalog
     from astrobio_lib.data import gas_spectra as gs
 
     planets, _ = catalog.load_catalog("file", str(real_catalog))
     sel = gs.rocky_planets(planets, 40)
     folder = tmp_path_factory.mktemp("gas") / "gas_spectra"
-    ds, cached = gs.build_or_load(folder, sel, 10, seed=0, processes=2)
-    assert not cached and gs.build_or_load(folder, sel, 10, seed=0)[1]  # the second call is the cache
+    ds, _ = gs.build_or_load(folder, sel, 10, seed=0)  # the session's store, a LocalCluster on every core
+    assert gs.build_or_load(folder, sel, 10, seed=0)[1]  # the second call generates nothing
     return ds

@@ -93,6 +93,9 @@ def test_run_log_has_one_line_per_event(smoke_run):
     assert not [line for line in log if "WARNING papermill" in line or "Alternative text" in line]
     stamped = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (INFO|WARNING|ERROR) \S")
     assert all(stamped.match(line) for line in log), [line for line in log if not stamped.match(line)][:5]
+    # TauREx's own INFO chatter (a block per model build) stays out; the spectra store says what it did
+    assert not [line for line in log if re.search(r" (INFO|DEBUG) taurex", line)]
+    assert any(" astrobio.spectra: spectra store " in line for line in log)
     # the trainer's progress line is in run.log once (it writes it itself; the kernel's echo is not copied)
     assert sum("step 10/20 |" in line for line in log) == 1
     # library INFO lines keep their level and logger name instead of "WARNING papermill: INFO ..."

@@ -1,5 +1,6 @@
-"""The gas-detection dataset: SIMULATED JWST NIRSpec PRISM transmission spectra of real rocky
-planets (:mod:`astrobio_lib.data.transmission`), generated once per build on every core and cached.
+"""The gas-detection spectra of a run: SIMULATED JWST NIRSpec PRISM transmission spectra of real rocky
+planets (:mod:`astrobio_lib.data.transmission`), kept in the shared spectra store
+(:mod:`astrobio_lib.data.spectra_store`) and linked from the run folder.
 
 One record per *noiseless spectrum*: the planet (a catalog row), the drawn atmosphere (the hidden
 truth: which gases are present, their log10 VMR, temperature, surface pressure, cloud-top pressure),
@@ -7,18 +8,32 @@ the binned depth, and the per-transit photon noise of that star. Noisy spectra a
 at training / evaluation time for any number of transits (:func:`noisy`), many draws per noiseless
 spectrum.
 
+A run's set (``<run>/data/gas_spectra``) is a link, never a copy: ``manifest.json`` names the store,
+each planet's entry and the chunks it uses with their sha256, and the two small files beside it
+(``planets-<sha>.parquet``, the catalog rows; ``truths-<sha>.npz``, every spectrum's truth, named by
+their digest so a new set never overwrites the files the current manifest names); the manifest is
+written last and atomically, so a set that stopped half-way is never read, and :func:`load` checks
+every digest (the chunks' when they are read). :func:`save` exports a set to a
+self-contained folder (``spectra.npz``: the format before the store, which :func:`load` keeps reading).
+
 Nothing here is a function of a target: the atmosphere is drawn independently of the planet, so
 the catalog cannot predict a gas (the catalog-only baseline must sit at AUROC ~0.5).
+
+``python -m astrobio_lib.data.gas_spectra generate --gas-planets 40 --atmospheres 500`` fills the
+store with the spectra a run with those settings trains on, on every core or on a Dask cluster.
 """
 
 from __future__ import annotations
 
+import argparse
+import collections
 import hashlib
+import io
 import json
-import math
-import multiprocessing as mp
+import logging
 import os
-import time
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -26,12 +41,21 @@ from typing import Any, Callable, Optional
 import numpy as np
 import pandas as pd
 
+from astrobio_lib.data import spectra_store as st
 from astrobio_lib.data import transmission as tx
+from astrobio_lib.fsutil import atomic_write, fsync_dir, sha256_file, temp_path
+
+log = logging.getLogger("astrobio.spectra")
 
 ROCKY_MAX_RADIUS_REARTH = 1.8  # Fulton et al. 2017 radius gap: below it, mostly rocky
 CATALOG_FEATURES = ("pl_rade", "pl_bmasse", "pl_orbper", "pl_orbsmax", "pl_insol", "pl_eqt", "st_teff", "st_rad",
                     "st_mass", "st_met", "sy_dist", "sy_kmag")
-FORMAT = 1
+FORMAT = 2  # 1: spectra.npz in the folder (before the store); 2: a link to the store
+TRUTHS = ("present", "log10_vmr", "temperature_k", "log10_surface_pressure_pa", "log10_cloud_top_pa")
+
+
+class SpectraCorrupt(st.StoreCorrupt):
+    """A file of a run's set is missing, truncated or does not match its recorded sha256."""
 
 
 def feature_snr(row: dict, n_transits: float = 10.0) -> float:
@@ -50,16 +74,84 @@ def rocky_planets(planets: pd.DataFrame, n: int) -> pd.DataFrame:
     JWST could best characterise (highest :func:`feature_snr`), with everything the forward and noise
     models need. Most rocky planets orbit distant Sun-like stars, where a rocky planet's features sit
     far below the noise floor: only a few dozen host stars (nearby M dwarfs: TRAPPIST-1, Teegarden's
-    Star, Proxima Centauri, ...) give a feature above 1 sigma after 10 transits."""
-    need = ["pl_rade", "st_teff", "st_rad", "sy_dist", "pl_orbper"]
-    ok = planets[(planets["pl_rade"] <= ROCKY_MAX_RADIUS_REARTH) & planets[need].notna().all(axis=1)
-                 & (planets["st_teff"] >= 2300) & (planets["st_teff"] <= 7000)].copy()
-    ok["feature_snr_10"] = [feature_snr(r) for r in ok.to_dict("records")]
-    ok = ok.sort_values(["feature_snr_10", "pl_name"], ascending=[False, True]).drop_duplicates("hostname")
+    Star, Proxima Centauri, ...) give a feature above 1 sigma after 10 transits.
+
+    Raises:
+        ValueError: fewer such host stars than ``n`` (the message gives how many there are).
+    """
+    ok = eligible(planets)
     if len(ok) < n:
         raise ValueError(f"only {len(ok)} host stars have a rocky planet with radius, period, stellar temperature, "
                          f"radius and distance in the catalog; asked for {n}")
     return ok.head(n).reset_index(drop=True)
+
+
+def eligible(planets: pd.DataFrame) -> pd.DataFrame:
+    """Every rocky planet the gas-detection task can simulate, one per host star, best first."""
+    need = ["pl_rade", "st_teff", "st_rad", "sy_dist", "pl_orbper"]
+    ok = planets[(planets["pl_rade"] <= ROCKY_MAX_RADIUS_REARTH) & planets[need].notna().all(axis=1)
+                 & (planets["st_teff"] >= 2300) & (planets["st_teff"] <= 7000)].copy()
+    ok["feature_snr_10"] = [feature_snr(r) for r in ok.to_dict("records")]
+    return ok.sort_values(["feature_snr_10", "pl_name"], ascending=[False, True]).drop_duplicates("hostname")
+
+
+class ChunkedDepth:
+    """The noiseless depths [n, bins] of a set, read from the store's chunks when an index touches
+    them (each chunk's sha256 checked on its first read; the last ``cache`` chunks kept), so a
+    million-spectrum set is never held in memory."""
+
+    def __init__(self, chunks: list[dict[str, Any]], bins: int, cache: int = 512):
+        self.chunks = chunks  # {"path", "sha256", "offset", "start", "stop"} in spectrum order
+        self.offsets = np.array([c["offset"] for c in chunks] + [chunks[-1]["offset"] + chunks[-1]["count"]
+                                                                  if chunks else 0])
+        self.shape = (int(self.offsets[-1]), bins)
+        self.dtype = np.dtype(np.float64)
+        self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        self._cache_size = cache
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def _chunk(self, k: int) -> np.ndarray:
+        if k in self._cache:
+            self._cache.move_to_end(k)
+            return self._cache[k]
+        c = self.chunks[k]
+        arrays = st.read_chunk(Path(c["path"]), c["sha256"])
+        depth = arrays["depth"][c["use_from"]:c["use_from"] + c["count"]]
+        self._cache[k] = depth
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return depth
+
+    def rows(self, index) -> np.ndarray:
+        """The depths of spectra ``index`` (an int, slice or integer array)."""
+        idx = np.arange(self.shape[0])[index] if isinstance(index, slice) else np.asarray(index)
+        scalar = idx.ndim == 0
+        idx = np.atleast_1d(idx).astype(int)
+        if len(idx) and (idx.min() < -self.shape[0] or idx.max() >= self.shape[0]):
+            raise IndexError(f"spectrum index out of range 0..{self.shape[0] - 1}")
+        idx = np.where(idx < 0, idx + self.shape[0], idx)
+        out = np.empty((len(idx), self.shape[1]))
+        which = np.searchsorted(self.offsets, idx, side="right") - 1
+        for k in np.unique(which):
+            at = which == k
+            out[at] = self._chunk(int(k))[idx[at] - self.offsets[k]]
+        return out[0] if scalar else out
+
+    def __getitem__(self, index):
+        if isinstance(index, tuple):  # depth[rows, bins]
+            rows = self.rows(index[0])
+            return rows[index[1:]] if rows.ndim == 1 else rows[(slice(None), *index[1:])]
+        return self.rows(index)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.rows(slice(None))
+        return out.astype(dtype) if dtype is not None else out
 
 
 @dataclass
@@ -68,8 +160,8 @@ class GasSpectra:
 
     edges_um: np.ndarray  # [bins + 1]
     wavelength_um: np.ndarray  # [bins] bin centres
-    depth: np.ndarray  # [n, bins] noiseless transit depth
-    sigma_transit: np.ndarray  # [n, bins] photon noise of one transit (the floor is added per N)
+    depth: Any  # [n, bins] noiseless transit depth (an array, or ChunkedDepth read from the store)
+    planet_sigma_transit: np.ndarray  # [planets, bins] photon noise of one transit (the floor is added per N)
     present: np.ndarray  # [n, gases] bool
     log10_vmr: np.ndarray  # [n, gases], nan when absent
     temperature_k: np.ndarray
@@ -83,9 +175,16 @@ class GasSpectra:
     def hostname(self) -> np.ndarray:
         return self.planets["hostname"].to_numpy()[self.planet]
 
-    def sigma(self, n_transits: float) -> np.ndarray:
-        """[n, bins] depth uncertainty after ``n_transits`` (photon noise averages down, the floor stays)."""
-        return np.sqrt(self.sigma_transit**2 / n_transits + (self.manifest["generator"]["noise_floor_ppm"] * 1e-6) ** 2)
+    @property
+    def sigma_transit(self) -> np.ndarray:
+        """[n, bins] per-transit photon noise of every spectrum."""
+        return self.planet_sigma_transit[self.planet]
+
+    def sigma(self, n_transits: float, rows: Optional[np.ndarray] = None) -> np.ndarray:
+        """[n or len(rows), bins] depth uncertainty after ``n_transits`` (photon noise averages down,
+        the floor stays)."""
+        per_transit = self.planet_sigma_transit[self.planet if rows is None else self.planet[np.asarray(rows)]]
+        return np.sqrt(per_transit**2 / n_transits + (self.manifest["generator"]["noise_floor_ppm"] * 1e-6) ** 2)
 
     def catalog_features(self) -> np.ndarray:
         """[n, k] the planet's catalog columns (:data:`CATALOG_FEATURES`; a column no planet has —
@@ -98,120 +197,228 @@ def noisy(ds: GasSpectra, rows: np.ndarray, n_transits: float, draws: int, seed:
     """Returns (noisy depths [len(rows) * draws, bins], the noiseless row of each) — Gaussian noise
     of the per-bin sigma after ``n_transits`` transits, ``draws`` independent draws per spectrum."""
     rng = np.random.default_rng(seed)
-    rep = np.repeat(np.asarray(rows), draws)
-    return ds.depth[rep] + rng.standard_normal((len(rep), ds.depth.shape[1])) * ds.sigma(n_transits)[rep], rep
+    rep = np.repeat(np.asarray(rows, dtype=int), draws)
+    return ds.depth[rep] + rng.standard_normal((len(rep), ds.depth.shape[1])) * ds.sigma(n_transits, rep), rep
 
 
-# --------------------------------------------------------------------------- generation
+# --------------------------------------------------------------------------- the run's set
 
 
-def _work(job: tuple[int, dict, dict]) -> tuple[int, np.ndarray]:
-    i, body, atm = job
-    star, planet = tx.Star(**body["star"]), tx.PlanetBody(**body["planet"])
-    _, depth = tx.spectrum(star, planet, tx.Atmosphere(**atm))
-    return i, depth
-
-
-def _quiet_init() -> None:  # TauREx prints a numba notice on import; keep worker output clean
-    import contextlib
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        import taurex.model  # noqa: F401
-
-
-def generate(planets: pd.DataFrame, atmospheres_per_planet: int, seed: int, processes: Optional[int] = None,
-             progress: Optional[Callable[[int, int], None]] = None) -> GasSpectra:
-    """Draws ``atmospheres_per_planet`` atmospheres per planet and runs TauREx for each, on
-    ``processes`` worker processes (default: every core). ``progress(done, total)`` is called as
-    spectra finish."""
-    rng = np.random.default_rng(seed)
-    bodies, atmospheres, planet_index = [], [], []
-    for p, row in enumerate(planets.to_dict("records")):
-        star, planet = tx.bodies_from_row(row)
-        for _ in range(atmospheres_per_planet):
-            atmospheres.append(tx.draw_atmosphere(rng))
-            bodies.append((star, planet))
-            planet_index.append(p)
-    jobs = [(i, {"star": vars(s), "planet": vars(pl)}, vars(a)) for i, ((s, pl), a) in enumerate(zip(bodies, atmospheres, strict=True))]
-    n_bins = len(tx.PRISM_EDGES_UM) - 1
-    depth = np.zeros((len(jobs), n_bins))
-    processes = processes or os.cpu_count() or 1
-    t0 = time.perf_counter()
-    ctx = mp.get_context("spawn")  # fresh interpreters: no inherited torch/OpenMP threads
-    with ctx.Pool(processes, initializer=_quiet_init) as pool:
-        for done, (i, d) in enumerate(pool.imap_unordered(_work, jobs, chunksize=4), 1):
-            depth[i] = d
-            if progress:
-                progress(done, len(jobs))
-    seconds = time.perf_counter() - t0
-    sigma = np.stack([tx.noise_sigma(s, pl, n_transits=1.0, floor_ppm=0.0) for s, pl in bodies])
-    present = np.stack([a.present() for a in atmospheres])
-    vmr = np.array([[a.log10_vmr.get(g, np.nan) for g in tx.GASES] for a in atmospheres])
-    edges = tx.PRISM_EDGES_UM
-    manifest = {"format": FORMAT, "simulated": True, "what": "SIMULATED JWST NIRSpec PRISM transmission spectra of "
-                "real catalog planets; atmospheres drawn from priors (the truth)", "seed": seed,
-                "atmospheres_per_planet": atmospheres_per_planet, "n_spectra": len(jobs), "n_planets": len(planets),
-                "generator": tx.describe(), "opacities": tx.opacity_manifest(),
-                "generation": {"seconds": round(seconds, 2), "processes": processes,
-                               "spectra_per_s": round(len(jobs) / max(seconds, 1e-9), 2)}}
-    return GasSpectra(edges, np.sqrt(edges[:-1] * edges[1:]), depth, sigma, present, vmr,
-                      np.array([a.temperature_k for a in atmospheres]),
-                      np.log10([a.surface_pressure_pa for a in atmospheres]),
-                      np.array([math.log10(a.cloud_top_pa) if a.cloud_top_pa else np.nan for a in atmospheres]),
-                      np.array(planet_index), planets.reset_index(drop=True), manifest)
-
-
-def cache_key(planets: pd.DataFrame, atmospheres_per_planet: int, seed: int) -> str:
-    """sha256 of what determines the spectra: planets, draws, generator settings, TauREx, opacities."""
-    h = hashlib.sha256()
-    h.update(pd.util.hash_pandas_object(planets[["pl_name", *CATALOG_FEATURES]], index=False).values.tobytes())
-    op = tx.opacity_manifest()
-    h.update(json.dumps({"n": atmospheres_per_planet, "seed": seed, "format": FORMAT, "generator": tx.describe(),
-                         "opacity": op["opacity_sha256"], "taurex": op["taurex"]}, sort_keys=True,
-                        default=str).encode())
-    return h.hexdigest()
-
-
-def save(ds: GasSpectra, folder: Path, key: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "spectra.tmp.npz"
-    np.savez_compressed(tmp, edges_um=ds.edges_um, wavelength_um=ds.wavelength_um, depth=ds.depth,
-                        sigma_transit=ds.sigma_transit, present=ds.present, log10_vmr=ds.log10_vmr,
-                        temperature_k=ds.temperature_k, log10_surface_pressure_pa=ds.log10_surface_pressure_pa,
-                        log10_cloud_top_pa=ds.log10_cloud_top_pa, planet=ds.planet)
-    ds.planets.to_parquet(folder / "planets.parquet")
-    os.replace(tmp, folder / "spectra.npz")
-    (folder / "manifest.json").write_text(json.dumps({**ds.manifest, "cache_key": key}, indent=2, default=str))
-    return folder
-
-
-def load(folder: Path) -> GasSpectra:
-    """Raises:
-        FileNotFoundError: no generated set in ``folder`` (build it with :func:`build_or_load`)."""
-    folder = Path(folder)
-    if not (folder / "spectra.npz").is_file():
-        raise FileNotFoundError(f"no gas-detection spectra in {folder}: run 01_data_validation (it generates them)")
-    z = np.load(folder / "spectra.npz")
-    manifest = json.loads((folder / "manifest.json").read_text())
-    return GasSpectra(z["edges_um"], z["wavelength_um"], z["depth"], z["sigma_transit"], z["present"], z["log10_vmr"],
-                      z["temperature_k"], z["log10_surface_pressure_pa"], z["log10_cloud_top_pa"], z["planet"],
-                      pd.read_parquet(folder / "planets.parquet"), manifest)
+def set_key(planet_keys: list[str], atmospheres_per_planet: int) -> str:
+    """The identity of a set: its planets' store entries (each the content address of a planet's
+    spectra: catalog values, seed, priors, generator, tables) in order, and the atmospheres per planet."""
+    payload = {"store": st.STORE_VERSION, "planets": planet_keys, "atmospheres_per_planet": int(atmospheres_per_planet)}
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 
 
 def build_or_load(folder: Path, planets: pd.DataFrame, atmospheres_per_planet: int, seed: int,
-                  processes: Optional[int] = None, progress: Optional[Callable[[int, int], None]] = None,
-                  catalog: Optional[dict[str, Any]] = None) -> tuple[GasSpectra, bool]:
-    """Returns (the spectra, whether they came from the cache): generated unless ``folder`` holds a
-    set with the same cache key (same planets, draws, generator, TauREx and opacity tables).
-    ``catalog`` (the catalog's provenance) is recorded in the manifest."""
+                  progress: Optional[Callable[[int, int], None]] = None, catalog: Optional[dict[str, Any]] = None,
+                  store: Optional[str | Path] = None, workers: int = -1, scheduler: Optional[str] = None
+                  ) -> tuple[GasSpectra, bool]:
+    """Returns (the spectra of ``planets`` x ``atmospheres_per_planet``, whether nothing had to be
+    generated): the store's missing (or corrupt) chunks are generated first (:mod:`.spectra_store`:
+    ``workers`` LocalCluster processes, -1 every core, 0 this process; or the Dask ``scheduler``),
+    then the run's set in ``folder`` is written (planets, truths, then the manifest, atomically) and
+    loaded back with every digest checked. ``catalog`` (the catalog's provenance) is recorded.
+
+    Raises:
+        spectra_store.GenerationInterrupted: SIGTERM / SIGINT during generation (finished chunks kept).
+    """
     folder = Path(folder)
-    key = cache_key(planets, atmospheres_per_planet, seed)
-    manifest = folder / "manifest.json"
-    if manifest.is_file() and json.loads(manifest.read_text()).get("cache_key") == key:
-        return load(folder), True
-    ds = generate(planets, atmospheres_per_planet, seed, processes, progress)
-    if catalog is not None:
-        ds.manifest["catalog"] = catalog
-    save(ds, folder, key)
-    return ds, False
+    spectra = st.SpectraStore(store)
+    rows = planets.to_dict("records")
+    identity = st.generator_identity()
+    entries = [spectra.entry(r, seed, identity, create=False) for r in rows]
+    missing = sum(len(e.plan(atmospheres_per_planet)[1]) for e in entries)
+    stats = st.GenerationStats(spectra_total=len(rows) * atmospheres_per_planet)
+    if missing:
+        stats = st.run_generation(rows, atmospheres_per_planet, seed, spectra, workers, scheduler, progress)
+    elif progress:
+        progress(stats.spectra_total, stats.spectra_total)
+    key = set_key([e.key for e in entries], atmospheres_per_planet)
+    write_set(folder, spectra, planets, [spectra.entry(r, seed, identity) for r in rows], atmospheres_per_planet,
+              seed, key, identity, stats, catalog)
+    return load(folder), not missing
+
+
+def write_set(folder: Path, spectra: st.SpectraStore, planets: pd.DataFrame, entries: list[st.PlanetEntry], n: int,
+              seed: int, key: str, identity: dict[str, Any], stats: st.GenerationStats,
+              catalog: Optional[dict[str, Any]]) -> Path:
+    """Writes a run's set: ``planets.parquet`` and ``truths.npz`` (atomically), then ``manifest.json``
+    (atomically, last) with the store, every chunk used and every digest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chunks, truths, index = [], {k: [] for k in TRUTHS}, []
+    offset = 0
+    for p, entry in enumerate(entries):
+        used, missing = entry.plan(n, check=False)
+        if missing:
+            raise st.StoreCorrupt(f"store entry {entry.folder} lacks atmospheres {missing}: generation did not finish")
+        for c in used:
+            count = min(c.stop, n) - c.start
+            sha = c.path.with_name(c.name + ".sha256").read_text().split()[0]
+            arrays = st.read_chunk(c.path, sha)
+            for k in TRUTHS:
+                truths[k].append(arrays[k][:count])
+            chunks.append({"path": str(c.path), "sha256": sha, "offset": offset, "count": count, "use_from": 0,
+                           "planet": p, "start": c.start, "stop": c.start + count})
+            offset += count
+        index.append({"planet": p, "key": entry.key, "pl_name": str(planets.iloc[p]["pl_name"]), "atmospheres": n,
+                      "chunks": [c.name for c in used]})
+    sigma = np.stack([np.asarray(entry.meta()["sigma_transit"]) for entry in entries])
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.concatenate(v) for k, v in truths.items()}, planet_sigma_transit=sigma,
+             planet=np.repeat(np.arange(len(entries)), n))
+    pbuf = io.BytesIO()
+    planets.reset_index(drop=True).to_parquet(pbuf)
+    # the files a manifest names carry their digest in their name: a new set never overwrites the files
+    # the current manifest names, so a crash before the new manifest is published leaves the old set whole
+    files = {}
+    for role, suffix, payload in (("planets", "parquet", pbuf.getvalue()), ("truths", "npz", buf.getvalue())):
+        digest = hashlib.sha256(payload).hexdigest()
+        name = f"{role}-{digest[:16]}.{suffix}"
+        if not (folder / name).is_file() or sha256_file(folder / name) != digest:
+            atomic_write(folder / name, payload)
+        files[role] = {"file": name, "sha256": digest}
+    op = tx.opacity_manifest()
+    manifest = {"format": FORMAT, "simulated": True,
+                "what": "SIMULATED JWST NIRSpec PRISM transmission spectra of real catalog planets; atmospheres "
+                        "drawn from priors (the truth)",
+                "cache_key": key, "seed": seed, "atmospheres_per_planet": n, "n_spectra": offset,
+                "n_planets": len(entries), "store": str(spectra.base), "planets_index": index, "chunks": chunks,
+                "generator": tx.describe(), "opacities": op, "identity": identity, "files": files,
+                "generation": stats.to_dict(), **({"catalog": catalog} if catalog is not None else {})}
+    atomic_write(folder / "manifest.json", json.dumps(manifest, indent=1, default=str))
+    for old in folder.glob("*-*.*"):  # files of an earlier set that no manifest names any more
+        if old.name not in {f["file"] for f in files.values()} and old.name.startswith(("planets-", "truths-")):
+            old.unlink(missing_ok=True)
+    return folder
+
+
+def _checked(folder: Path, name: str, expected: Optional[str]) -> Path:
+    path = folder / name
+    if not path.is_file():
+        raise SpectraCorrupt(f"{path} is missing: run 01_data_validation again (it rebuilds the set)")
+    if expected is not None:
+        actual = sha256_file(path)
+        if actual != expected:
+            raise SpectraCorrupt(f"{path} is corrupt: sha256 {actual} but the manifest records {expected} — run "
+                                 f"01_data_validation again (it rebuilds the set)")
+    return path
+
+
+def load(folder: Path) -> GasSpectra:
+    """The set in ``folder`` (a run's link to the store, or an exported ``spectra.npz`` set), every
+    file checked against the digests its manifest records (store chunks when they are read).
+
+    Raises:
+        FileNotFoundError: no set in ``folder`` (01 generates it).
+        SpectraCorrupt: a file is missing, truncated or does not match its digest (named, with the fix).
+    """
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no gas-detection spectra in {folder}: run 01_data_validation (it generates them)")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as exc:
+        raise SpectraCorrupt(f"{path} is unreadable ({exc}): run 01_data_validation again (it rebuilds the set)") from exc
+    files = manifest.get("files", {})
+    edges = tx.PRISM_EDGES_UM
+    try:
+        if manifest.get("format", 1) >= 2:
+            planets = pd.read_parquet(_checked(folder, files["planets"]["file"], files["planets"]["sha256"]))
+            with np.load(_checked(folder, files["truths"]["file"], files["truths"]["sha256"])) as z:
+                t = {k: z[k] for k in z.files}
+            depth = ChunkedDepth(manifest["chunks"], len(edges) - 1)
+            return GasSpectra(edges, np.sqrt(edges[:-1] * edges[1:]), depth, t["planet_sigma_transit"], t["present"],
+                              t["log10_vmr"], t["temperature_k"], t["log10_surface_pressure_pa"],
+                              t["log10_cloud_top_pa"], t["planet"], planets, manifest)
+        planets = pd.read_parquet(_checked(folder, "planets.parquet", files.get("planets.parquet")))
+        with np.load(_checked(folder, "spectra.npz", files.get("spectra.npz"))) as z:
+            a = {k: z[k] for k in z.files}
+    except SpectraCorrupt:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:  # a truncated zip / parquet, a missing array
+        raise SpectraCorrupt(f"the gas-detection spectra in {folder} cannot be read ({type(exc).__name__}: "
+                             f"{str(exc)[:200]}): run 01_data_validation again (it rebuilds the set)") from exc
+    planet = a["planet"]
+    first = np.array([np.flatnonzero(planet == p)[0] for p in range(len(planets))])
+    return GasSpectra(a["edges_um"], a["wavelength_um"], a["depth"], a["sigma_transit"][first], a["present"],
+                      a["log10_vmr"], a["temperature_k"], a["log10_surface_pressure_pa"], a["log10_cloud_top_pa"],
+                      planet, planets, manifest)
+
+
+def save(ds: GasSpectra, folder: Path, key: Optional[str] = None) -> Path:
+    """Exports ``ds`` to a self-contained folder (``spectra.npz``, ``planets.parquet``, ``manifest.json``
+    with their sha256), published atomically: written into a temporary folder, then renamed."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(folder)
+    tmp.mkdir()
+    try:
+        np.savez_compressed(tmp / "spectra.npz", edges_um=ds.edges_um, wavelength_um=ds.wavelength_um,
+                            depth=np.asarray(ds.depth), sigma_transit=ds.sigma_transit, present=ds.present,
+                            log10_vmr=ds.log10_vmr, temperature_k=ds.temperature_k,
+                            log10_surface_pressure_pa=ds.log10_surface_pressure_pa,
+                            log10_cloud_top_pa=ds.log10_cloud_top_pa, planet=ds.planet)
+        ds.planets.to_parquet(tmp / "planets.parquet")
+        manifest = {k: v for k, v in ds.manifest.items() if k not in ("chunks", "files", "planets_index", "store")}
+        manifest.update({"format": 1, "cache_key": key or ds.manifest.get("cache_key"),
+                         "files": {f: sha256_file(tmp / f) for f in ("spectra.npz", "planets.parquet")}})
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        fsync_dir(tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+        fsync_dir(folder.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m astrobio_lib.data.gas_spectra generate`` (module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m astrobio_lib.data.gas_spectra",
+                                     description="Fill the spectra store with the SIMULATED spectra of a gas-detection "
+                                                 "set (only what is missing), on every core or on a Dask cluster.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="generate the spectra of a set into the store")
+    gen.add_argument("--gas-planets", type=int, default=40, help="rocky planets (one per host star), as gas_planets")
+    gen.add_argument("--atmospheres", type=int, default=10, help="atmospheres per planet, as gas_atmospheres")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--catalog", default="snapshot", help="catalog_source: snapshot | auto | archive | file")
+    gen.add_argument("--catalog-path", default=None)
+    gen.add_argument("--store", default=None, help=f"store folder (default: env {st.ENV_STORE} or the user cache)")
+    gen.add_argument("--workers", type=int, default=-1,
+                     help="LocalCluster worker processes (-1: every core; 0: this process)")
+    gen.add_argument("--scheduler", default=None, help=f"an existing Dask scheduler (env {st.ENV_SCHEDULER})")
+    gen.add_argument("--export", default=None, help="also export the set to this folder (spectra.npz format)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S", stream=sys.stdout)
+    tx.quiet_taurex()
+    from astrobio_lib.data import catalog
+
+    planets, provenance = catalog.load_catalog(args.catalog, args.catalog_path)
+    rows = rocky_planets(planets, args.gas_planets)
+    store = st.SpectraStore(args.store)
+    try:
+        stats = st.generate_missing(store, rows.to_dict("records"), args.atmospheres, args.seed, args.workers,
+                                    st.scheduler_address(args.scheduler))
+    except st.GenerationInterrupted as exc:
+        print(f"astrobio gas_spectra: {exc}", file=sys.stderr)
+        return st.INTERRUPTED_EXIT
+    if args.export:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            ds, _ = build_or_load(Path(tmp) / "set", rows, args.atmospheres, args.seed, store=args.store, workers=0,
+                                  catalog=provenance.to_dict())
+            save(ds, Path(args.export))
+    print(json.dumps({"store": str(store.base), "catalog": provenance.source, **stats.to_dict()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -189,12 +189,27 @@ def draw_atmosphere(rng: np.random.Generator) -> Atmosphere:
 
 
 def _import_taurex() -> None:
-    """Imports TauREx without its "Numba not installed" print (numba is optional: numpy is used)."""
+    """Imports TauREx without its "Numba not installed" print (numba is optional: numpy is used), and
+    keeps its INFO chatter (a "Collecting paramters" block per model build) out of the logs."""
     import contextlib
     import io
+    import logging
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        import taurex.model  # noqa: F401
+    taurex_log = logging.getLogger("taurex")
+    taurex_log.setLevel(logging.ERROR)  # the import's "Pybtex / Numba not installed" notices: optional extras
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            import taurex.model  # noqa: F401
+    finally:
+        quiet_taurex()
+
+
+def quiet_taurex() -> None:
+    """TauREx's loggers at WARNING: its warnings still show, its per-build INFO lines do not (the
+    spectra store logs one line per chunk and the progress)."""
+    import logging
+
+    logging.getLogger("taurex").setLevel(logging.WARNING)
 
 
 def taurex_model(star: Star, planet: PlanetBody, atm: Atmosphere):

@@ -27,9 +27,12 @@ def prepare(cfg, planets, provenance, data_dir: Path,
     from astrobio_lib.tasks.gas_detection.baselines import circularity_check
     from astrobio_lib.tasks.gas_detection.dataset import split
 
+    from astrobio_lib.data.spectra_store import scheduler_address
+
     rocky = gs.rocky_planets(planets, cfg.data.gas_planets)
     ds, cached = gs.build_or_load(spectra_dir(data_dir), rocky, cfg.data.gas_atmospheres, cfg.run.seed,
-                                  progress=progress, catalog=provenance.to_dict())
+                                  progress=progress, catalog=provenance.to_dict(), store=cfg.data.spectra_store,
+                                  scheduler=scheduler_address(cfg.data.dask_scheduler))
     circularity = circularity_check(ds, cfg.run.seed)
     which = split(ds, cfg.run.seed)
     hosts = {s: int(len(np.unique(ds.hostname[which == s]))) for s in ("train", "val", "test")}

@@ -48,7 +48,7 @@ def split(ds: gs.GasSpectra, seed: int) -> np.ndarray:
 
 def normalised(ds: gs.GasSpectra, x: np.ndarray, rows: np.ndarray, n_transits: float) -> np.ndarray:
     """Spectra minus their median depth, in units of each bin's noise at ``n_transits``."""
-    return (x - np.median(x, axis=1, keepdims=True)) / ds.sigma(n_transits)[rows]
+    return (x - np.median(x, axis=1, keepdims=True)) / ds.sigma(n_transits, rows)
 
 
 def retrieval_truth(ds: gs.GasSpectra) -> np.ndarray:

@@ -27,11 +27,13 @@ def show_data(report: DataReport) -> None:
             "**simulated** (`astrobio_lib/data/transmission.py` gives the physics, the priors and what is left out). "
             "The model sees these noisy spectra and the planet's catalog row — nothing else.")
     g = gas.manifest["generation"]
-    print(f"{'reused' if report.details['cached'] else 'generated'}: {len(gas.depth)} SIMULATED spectra "
-          f"({gas.manifest['n_planets']} real rocky planets x {gas.manifest['atmospheres_per_planet']} drawn atmospheres, "
-          f"{len(gas.wavelength_um)} bins {gas.edges_um[0]:.2f}-{gas.edges_um[-1]:.2f} µm) with TauREx "
-          f"{gas.manifest['opacities']['taurex']}; {g['spectra_per_s']} spectra/s on {g['processes']} processes "
-          f"({g['seconds']} s)")
+    print(f"{len(gas.depth)} SIMULATED spectra ({gas.manifest['n_planets']} real rocky planets x "
+          f"{gas.manifest['atmospheres_per_planet']} drawn atmospheres, {len(gas.wavelength_um)} bins "
+          f"{gas.edges_um[0]:.2f}-{gas.edges_um[-1]:.2f} µm) with TauREx {gas.manifest['opacities']['taurex']}, in the "
+          f"shared store {gas.manifest['store']}: "
+          + ("all present already (reused)" if not g["spectra_generated"] else
+             f"{g['spectra_generated']} generated in {g['seconds']} s ({g['spectra_per_s']} spectra/s, {g['engine']}, "
+             f"{g['workers']} workers)"))
     show(pd.DataFrame({"gas": tx.GASES, "present_%": (100 * gas.present.mean(0)).round(1),
                        "log10 VMR range when present": [f"{lo} … {hi}" for lo, hi in (tx.VMR_PRIORS[x] for x in tx.GASES)],
                        "opacity sha256": [gas.manifest["opacities"]["opacity_sha256"][x][:12] + "…" for x in tx.GASES]}))
@@ -47,7 +49,7 @@ def show_data(report: DataReport) -> None:
     plots.gas_features(axes[0], wl, base, with_gas,
                        title=f"{row['pl_name']}: SIMULATED, 288 K, 1 bar N2, each gas alone at mid-prior")
     i = 0  # the first spectrum of this planet, noisy at three numbers of transits
-    noisy = {n: (gas_spectra.noisy(gas, np.array([i]), n, 1, seed=n)[0][0], gas.sigma(n)[i]) for n in (1, 10, 100)}
+    noisy = {n: (gas_spectra.noisy(gas, np.array([i]), n, 1, seed=n)[0][0], gas.sigma(n, [i])[0]) for n in (1, 10, 100)}
     present = ", ".join(x for x, p in zip(tx.GASES, gas.present[i], strict=True) if p) or "none"
     plots.noise_levels(axes[1], gas.wavelength_um, gas.depth[i], noisy,
                        title=f"{row['pl_name']}: drawn atmosphere ({present}), JWST photon noise + 20 ppm floor")
