@@ -18,7 +18,7 @@ STAMP := $(VENV)/.astrobio-installed
 NB_PY := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
 NB_IPYNB := $(NB_PY:.py=.ipynb)
 
-.PHONY: run test unit nbmake notebooks lab screenshots venv clean-venv
+.PHONY: run test unit nbmake notebooks lab screenshots venv clean-venv gpu-wheels gpu-check
 
 venv: $(STAMP)
 
@@ -42,13 +42,17 @@ notebooks: $(NB_IPYNB)
 run: $(STAMP) notebooks
 	$(BIN)/python -m astrobio_lib.pipeline $(PARAMS) --run-name $(RUN) $(PIPELINE_ARGS)
 
+# The tests and nbmake share one spectra store inside the checkout (git-ignored): the smoke set the unit
+# tests simulate is the one nbmake's notebooks train on, generated once. `make run` uses the user's store.
+TEST_STORE ?= $(CURDIR)/outputs/.test_spectra_store
+
 unit: $(STAMP)
-	$(BIN)/python -m pytest
+	ASTROBIO_SPECTRA_STORE=$(TEST_STORE) $(BIN)/python -m pytest
 
 # nbmake runs every notebook on its default (CPU smoke) parameters, in order, into a fresh run folder.
 nbmake: $(STAMP) notebooks
 	rm -rf outputs/notebook_defaults
-	$(BIN)/python -m pytest --nbmake --nbmake-timeout=$(NBMAKE_TIMEOUT) $(NB_IPYNB)
+	ASTROBIO_SPECTRA_STORE=$(TEST_STORE) $(BIN)/python -m pytest --nbmake --nbmake-timeout=$(NBMAKE_TIMEOUT) $(NB_IPYNB)
 
 test: unit nbmake
 
@@ -66,3 +70,23 @@ screenshots: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The GPU check (issue 27, docs/gpu/README.md). On the CPU machine, `make gpu-wheels` fills $(GPU_CARRY)
+# (git-ignored): the wheels a bare GPU machine lacks and a tiny prepared gas-detection run. On the GPU
+# machine, `make gpu-check` measures every GPU claim in <= 8 minutes with that machine's own python and
+# CUDA torch (no .venv there: nothing may be downloaded). `make gpu-check DRY=1`: the CPU dry run.
+GPU_CARRY  ?= .gpu_carry
+GPU_OUT    ?= $(if $(OUT),$(OUT),outputs/gpu_check)
+GPU_PYTHON ?= python3
+DRY        ?=
+
+gpu-wheels: $(STAMP)
+	$(BIN)/python scripts/gpu_wheels.py --dest $(GPU_CARRY)
+
+ifeq ($(DRY),1)
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py --dry --out $(GPU_OUT)
+else
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py --carry $(GPU_CARRY) --out $(GPU_OUT)
+endif
