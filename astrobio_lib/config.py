@@ -118,6 +118,8 @@ class DataConfig:
     dask_scheduler: Optional[str] = param(None, "address of an existing Dask scheduler to simulate spectra on; None: "
                                                 "env ASTROBIO_DASK_SCHEDULER, else a LocalCluster on every core",
                                           resume="irrelevant")
+    simulation_workers: int = param(-1, "LocalCluster worker processes that simulate spectra (-1: every core; 0: "
+                                        "in the notebook's own process)", min=-1, max=1024, resume="irrelevant")
 
 
 @dataclass
@@ -548,7 +550,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"params file {path} not found: pass one of params/*.yaml")
     try:
-        data = yaml.load(path.read_text(), Loader=YAML12FloatLoader)  # noqa: S506 - a SafeLoader subclass
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"params file {path} is not UTF-8 text (byte {exc.start}: {exc.reason}): a params file is "
+                          f"flat YAML, `key: value` per line") from exc
+    try:
+        data = yaml.load(text, Loader=YAML12FloatLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"params file {path} is not valid YAML: {exc}") from exc
     if data is None:

@@ -1,5 +1,6 @@
 """File-system helpers shared by the pipeline, the dataset build and the checkpoints: atomic
-writes that leave nothing behind on failure, a clear error for a full disk, and a run lock."""
+writes that leave nothing behind on failure, a clear error for a full disk, and a run lock with
+exactly one holder."""
 
 from __future__ import annotations
 
@@ -25,6 +26,32 @@ class DiskFullError(OSError):
 
 class RunLockedError(RuntimeError):
     """Another live process holds the run folder's lock."""
+
+
+class RunFolderError(RuntimeError):
+    """A run folder (or a folder inside it) the run cannot use: not writable, or a file where a folder
+    belongs; the message names the path and what to do."""
+
+
+def usable_folder(path: str | Path, what: str) -> Path:
+    """Creates ``path`` (a folder of a run) and checks it can be written.
+
+    Raises:
+        RunFolderError: a file is in the way, or the file system refuses (read-only, permissions).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunFolderError(f"{path} exists and is not a folder: the run keeps its {what} there — move that file away "
+                             f"(or use another run folder)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise RunFolderError(f"{path} is not writable ({exc.strerror}): choose another run folder, or make it "
+                             f"writable") from exc
+    return path
 
 
 def sha256_file(path: str | Path, gunzip: bool = False) -> str:
@@ -114,81 +141,77 @@ def _pid_alive(pid: int) -> bool:
 
 
 class RunLock:
-    """An exclusive lock on a run folder (``<run>/<name>``): the holder's pid, host, start time and
-    command are in the file. A lock whose process is gone (same host) is taken over with a log line;
-    one held by a live process, or by another host, is refused naming the holder."""
+    """An exclusive lock on a run folder (``<run>/<name>``), held with ``fcntl.flock`` on the lock file:
+    the kernel gives it to exactly one process and takes it back when that process dies, so a lock
+    left by a killed process is free again without anyone deleting it. The holder's pid, host, start
+    time and command are written into the file; a second process is refused naming them. After taking
+    the lock a process checks that the file it locked is still the one at the path (a releasing holder
+    unlinks it): otherwise it tries again, so two processes never hold two files of one name. A lock
+    whose recorded holder is gone is taken over and :attr:`took_over` names it (the caller logs it).
+    ``flock`` is local to a machine: on a network file system shared by several hosts, keep one run
+    folder per host."""
 
     def __init__(self, directory: str | Path, name: str = "run.lock", what: str = "run"):
         self.path = Path(directory) / name
         self.what = what
         self.held = False
+        self.took_over: Optional[dict[str, Any]] = None
+        self._fd: Optional[int] = None
 
     def holder(self) -> Optional[dict[str, Any]]:
         try:
-            return json.loads(self.path.read_text())
+            text = self.path.read_text()
+            return json.loads(text) if text.strip() else None
         except (OSError, ValueError):
             return None
 
     def acquire(self) -> "RunLock":
-        """Takes the lock or raises :class:`RunLockedError`."""
+        """Takes the lock or raises :class:`RunLockedError`; a stale holder is recorded in
+        :attr:`took_over` (and logged)."""
+        import fcntl
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "started": dt.datetime.now().isoformat(timespec="seconds"),
               "command": " ".join(sys.argv)[:300]}
-        for _ in range(3):
+        for _ in range(50):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                held = self.holder()
-                if held is None:  # being written this instant, or damaged: look again once
-                    if self._stale_unreadable():
-                        continue
-                    raise RunLockedError(f"{self.path} exists but cannot be read: if no other {self.what} "
-                                         f"uses this folder, delete it and run again") from None
-                same_host = held.get("host") == me["host"]
-                if same_host and isinstance(held.get("pid"), int) and not _pid_alive(held["pid"]):
-                    log.warning("taking over a stale lock %s of process %s (started %s), which is gone",
-                                self.path, held.get("pid"), held.get("started"))
-                    with contextlib.suppress(FileNotFoundError):
-                        self.path.unlink()
-                    continue
-                if same_host and held.get("pid") == me["pid"]:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                held = self.holder() or {}
+                if held.get("pid") == me["pid"] and held.get("host") == me["host"]:
                     raise RunLockedError(f"{self.path} is already held by this process") from None
                 raise RunLockedError(
-                    f"{self.path.parent} is in use by another {self.what}: pid {held.get('pid')} on "
-                    f"{held.get('host')} since {held.get('started')} ({held.get('command', '')}). Wait for it, "
-                    f"stop it, or use another run name; if that process is really gone (another host), "
-                    f"delete {self.path}") from None
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            self.held = True
+                    f"{self.path.parent} is in use by another {self.what}: pid {held.get('pid', '?')} on "
+                    f"{held.get('host', '?')} since {held.get('started', '?')} ({held.get('command', '')}). Wait for "
+                    f"it, stop it, or use another run name") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the holder released (and unlinked) it between our open and our flock: again
+                os.close(fd)
+                continue
+            previous = self.holder()
+            if previous and previous.get("pid") != me["pid"]:
+                self.took_over = previous
+                log.warning("taking over a stale lock %s of process %s on %s (started %s), which is gone",
+                            self.path, previous.get("pid"), previous.get("host"), previous.get("started"))
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(me).encode())
+            os.fsync(fd)
+            self._fd, self.held = fd, True
             return self
-        raise RunLockedError(f"could not take {self.path}: it keeps reappearing; another {self.what} is starting")
-
-    def _stale_unreadable(self) -> bool:
-        import time
-
-        time.sleep(0.2)
-        if self.holder() is not None:
-            return True  # readable now: loop and judge it
-        try:
-            age = time.time() - self.path.stat().st_mtime
-        except FileNotFoundError:
-            return True
-        if age > 10:
-            log.warning("removing an unreadable lock file %s (%.0f s old)", self.path, age)
-            self.path.unlink(missing_ok=True)
-            return True
-        return False
+        raise RunLockedError(f"could not take {self.path}: it keeps being replaced; another {self.what} is starting")
 
     def release(self) -> None:
-        if self.held:
-            held = self.holder()
-            if held and held.get("pid") == os.getpid():
-                self.path.unlink(missing_ok=True)
-            self.held = False
+        if self.held and self._fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()  # while still holding it: a waiter sees the inode change and retries
+            os.close(self._fd)
+        self._fd, self.held = None, False
 
     def __enter__(self) -> "RunLock":
         return self.acquire()

@@ -43,7 +43,7 @@ from typing import Any, Optional, Sequence
 
 from astrobio_lib import config as cfg_mod
 from astrobio_lib.config import ConfigError
-from astrobio_lib.fsutil import RunLock, RunLockedError, atomic_write
+from astrobio_lib.fsutil import RunFolderError, RunLock, RunLockedError, atomic_write, usable_folder
 from astrobio_lib.report import (
     COMPLETION_MARKER,
     LOG_DATEFMT,
@@ -71,6 +71,19 @@ class PipelineError(RuntimeError):
 
 class PipelineInterrupted(PipelineError):
     """SIGTERM / SIGINT stopped the run; running the same command again continues it."""
+
+
+# Notebooks whose products are the run's data: skipped only when the data still verifies.
+DATA_NOTEBOOKS = ("01_data_validation",)
+
+
+def data_problem(values: dict[str, Any], run_dir: Path) -> Optional[str]:
+    """Why the run's prepared data does not verify (its task's check), or None."""
+    from astrobio_lib import tasks
+
+    cfg = cfg_mod.from_mapping(values)
+    spec = tasks.of(cfg)
+    return spec.check_data(cfg, run_dir / "data") if spec.check_data else None
 
 
 # Exceptions a notebook raises on purpose to mark itself interrupted rather than failed.
@@ -477,11 +490,14 @@ def run_pipeline(params_file: str | Path, run_name: Optional[str] = None, *,
                  outputs_dir: str | Path = "outputs",
                  notebooks_dir: str | Path = DEFAULT_NOTEBOOKS_DIR,
                  only: Optional[Sequence[str]] = None, start: Optional[str] = None,
-                 force: bool = False, overrides: Optional[dict[str, Any]] = None) -> dict[str, NotebookState]:
+                 force: bool = False, overrides: Optional[dict[str, Any]] = None,
+                 restart_training: bool = False) -> dict[str, NotebookState]:
     """Executes the notebooks of a run in order and returns each one's final state.
 
     ``overrides`` (``-p key=value`` on the command line) replace single keys of the params file and
-    pass the same validation.
+    pass the same validation. A run folder whose checkpoints were trained on other data than these
+    parameters describe is refused before any notebook runs (:func:`guard_trained_data`);
+    ``restart_training`` moves its checkpoints, metrics and data aside instead.
 
     Raises:
         ConfigError: the params file is malformed or names an unknown/invalid parameter
@@ -506,19 +522,27 @@ def run_pipeline(params_file: str | Path, run_name: Optional[str] = None, *,
     if not _RUN_NAME.match(run_name):
         raise ConfigError(f"run name {run_name!r}: use letters, digits, '.', '_' and '-'")
     run_dir = (Path(outputs_dir) / run_name).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_run_folder(run_dir)
     lock = RunLock(run_dir, "run.lock", "pipeline")
     try:
         lock.acquire()
     except RunLockedError as exc:
         raise ConfigError(str(exc)) from exc
+    except OSError as exc:
+        raise ConfigError(f"run folder {run_dir}: cannot create its lock ({exc.strerror}): choose a writable "
+                          f"--outputs folder") from exc
     handlers: list[logging.Handler] = []
     try:
         values = resolve_paths(values, Path.cwd())
         values["run_dir"] = str(run_dir)
-        (run_dir / "params.yaml").write_text(
-            f"# resolved from {params_file}\n" + __import__("yaml").safe_dump(values, sort_keys=True))
         handlers = _setup_logging(run_dir)
+        guard_trained_data(values, run_dir, where, restart_training)  # before any notebook runs
+        atomic_write(run_dir / "params.yaml",
+                     f"# resolved from {params_file}\n" + __import__("yaml").safe_dump(values, sort_keys=True))
+        if lock.took_over:  # said on stderr when it happened, before run.log existed: in run.log too
+            held = lock.took_over
+            log.warning("took over a stale lock %s of process %s on %s (started %s), which is gone", lock.path,
+                        held.get("pid"), held.get("host"), held.get("started"))
         with _StopOnSignal() as stop:
             return _run_notebooks(specs, values, run_dir, run_name, params_file, notebooks_dir, only, start,
                                   force, stop)
@@ -527,6 +551,55 @@ def run_pipeline(params_file: str | Path, run_name: Optional[str] = None, *,
             logging.getLogger().removeHandler(handler)
             handler.close()
         lock.release()
+
+
+def check_run_folder(run_dir: Path) -> None:
+    """Refuses a run folder the run cannot use, naming the path: not creatable or not writable (a
+    read-only file system), or ``checkpoints`` / ``data`` that are files.
+
+    Raises:
+        ConfigError: the path and what to do.
+    """
+    try:
+        usable_folder(run_dir, "products")
+        for name in ("checkpoints", "data"):
+            if (run_dir / name).exists():
+                usable_folder(run_dir / name, name)
+    except RunFolderError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def guard_trained_data(values: dict[str, Any], run_dir: Path, where: str, restart_training: bool) -> None:
+    """The data a run trained on is immutable for that run: parameters whose task or data keys differ
+    from what the run's checkpoints were trained with are refused before any notebook runs — unless
+    ``restart_training``, which moves the checkpoints, metrics and data into ``superseded-<time>/``
+    (kept, not deleted) so the run starts over on the new data.
+
+    Raises:
+        ConfigError: naming each key with both values and the two ways forward.
+    """
+    from astrobio_lib import tasks
+
+    cfg = cfg_mod.from_mapping(values, where=where)
+    trained = tasks.trained_config(run_dir)
+    if trained is None:
+        return
+    changed = tasks.changed_data(cfg, trained)
+    if not changed:
+        return
+    if not restart_training:
+        try:
+            tasks.refuse_changed_data(cfg, run_dir, where)
+        except tasks.TrainedDataChanged as exc:
+            raise ConfigError(str(exc)) from exc
+    aside = run_dir / f"superseded-{dt.datetime.now().strftime('%Y%m%dT%H%M%S')}"
+    aside.mkdir()
+    for name in ("checkpoints", "data", "metrics.jsonl", "train_result.json", "train_params.yaml", "wandb",
+                 STATE_FILE):
+        if (run_dir / name).exists():
+            (run_dir / name).rename(aside / name)
+    log.warning("--restart-training: the run's checkpoints, metrics and data (trained with %s) moved to %s; the run "
+                "starts over", ", ".join(f"{k}: {a!r}" for k, (a, _) in changed.items()), aside)
 
 
 class _StopOnSignal(Preemption):
@@ -570,6 +643,12 @@ def _run_notebooks(specs, values, run_dir: Path, run_name: str, params_file: Pat
         st = states[spec.name]
         done = (st.status in ("completed", "skipped") and st.params_sha256 == params_sha
                 and out.exists() and report_has_marker(out, spec.name))
+        if done and not force and spec.name in DATA_NOTEBOOKS:
+            problem = data_problem(values, run_dir)
+            if problem:  # its products are the data: a damaged set is rebuilt, never trained on
+                log.warning("%s completed earlier, but its data does not verify (%s): running it again", spec.name,
+                            problem)
+                done = False
         if done and not force:
             if st.source_sha256 != spec.source_sha256:
                 log.warning("%s: source changed since it completed; skipped anyway "
@@ -658,6 +737,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="NB", help="run only these notebooks (e.g. 03)")
     parser.add_argument("--from", dest="start", metavar="NB", help="start at this notebook")
     parser.add_argument("--force", action="store_true", help="re-run notebooks that completed")
+    parser.add_argument("--restart-training", action="store_true",
+                        help="the parameters change the data this run's checkpoints were trained on: move its "
+                             "checkpoints, metrics and data aside (superseded-<time>/) and start over")
     parser.add_argument("--outputs", default="outputs", help="parent folder of run folders")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                         help="override one parameter of the params file (YAML value, e.g. -p max_steps=500)")
@@ -675,7 +757,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise ConfigError(f"-p {item!r}: the value is not valid YAML ({exc})") from exc
         run_pipeline(args.params, args.run_name, outputs_dir=args.outputs, overrides=overrides,
                      notebooks_dir=args.notebooks_dir, only=args.only, start=args.start,
-                     force=args.force)
+                     force=args.force, restart_training=args.restart_training)
     except PipelineInterrupted as exc:
         print(f"astrobio pipeline: {exc}", file=sys.stderr)
         return INTERRUPTED_EXIT

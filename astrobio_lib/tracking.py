@@ -136,8 +136,21 @@ class WandbRun:
 
     def log(self, record: dict[str, Any], step: int) -> None:
         if self.run is not None:
-            self.run.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step)
+            try:
+                self.run.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step)
+            except Exception as exc:  # noqa: BLE001 - W&B must never stop training (see _lost)
+                self._lost(exc)
 
     def finish(self) -> None:
         if self.run is not None:
-            self.run.finish()
+            try:
+                self.run.finish()
+            except Exception as exc:  # noqa: BLE001
+                self._lost(exc)
+
+    def _lost(self, exc: BaseException) -> None:
+        """W&B's service process is gone — killed by the SIGTERM of a preemption that reached the whole
+        process group, or crashed: training goes on (and checkpoints), metrics go to metrics.jsonl only."""
+        log.warning("Weights & Biases stopped answering (%s: %s): metrics go to metrics.jsonl only from here on",
+                    type(exc).__name__, exc)
+        self.run = None

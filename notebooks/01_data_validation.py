@@ -43,6 +43,7 @@ gas_planets: int = 40  # rocky planets (one per host star) for the SIMULATED spe
 gas_atmospheres: int = 10  # atmospheres drawn per planet for the gas-detection spectra
 spectra_store: Optional[str] = None  # folder of the shared store of simulated spectra; None: env ASTROBIO_SPECTRA_STORE, else ~/.cache/astrobio/spectra
 dask_scheduler: Optional[str] = None  # address of an existing Dask scheduler to simulate spectra on; None: env ASTROBIO_DASK_SCHEDULER, else a LocalCluster on every core
+simulation_workers: int = -1  # LocalCluster worker processes that simulate spectra (-1: every core; 0: in the notebook's own process)
 
 # %%
 from pathlib import Path
@@ -80,7 +81,8 @@ cat.summary(planets).round(3)
 
 # %%
 with Progress(f"preparing the {task.name} data") as progress:
-    data = task.prepare_data(cfg, planets, provenance, data_dir, progress)
+    # refused when this run has checkpoints trained on other data: the data a run trained on is never replaced
+    data = tasks.prepare_data(cfg, planets, provenance, data_dir, progress)
 task.show_data(data)
 
 # %% [markdown]

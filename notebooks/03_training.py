@@ -103,7 +103,7 @@ run_path = Path(cfg.run.run_dir)
 run_path.mkdir(parents=True, exist_ok=True)
 print(data_banner(cfg.run.run_dir))
 data = task.data_info(cfg, run_path / "data")  # prepared by notebook 01; raises naming the fix when absent
-params_file = write_params(cfg, run_path / "train_params.yaml")
+params_file = write_params(cfg, run_path / "train_params.yaml", data.built_with)  # the data's own settings
 resuming = bool(read_manifest(run_path / "checkpoints")) and cfg.train.resume != "never"
 print(f"task {task.name} ({task.title}): {cfg.train.max_steps} steps x {cfg.train.micro_batch_size} x "
       f"{cfg.train.grad_accum_steps} accumulation on {cfg.train.nproc} process(es); preset {cfg.model.model_preset}; "
@@ -138,10 +138,13 @@ except memory.MemoryBudgetError as exc:
 if cfg.train.nproc == 1:
     result = train(cfg).to_dict()
 else:
+    (run_path / "train_result.json").unlink(missing_ok=True)  # written by rank 0 when the ranks end
     code = run_torchrun(params_file, cfg.train.nproc)
-    if code not in (0, INTERRUPTED_EXIT):
+    done = run_path / "train_result.json"
+    result = json.loads(done.read_text()) if done.is_file() else None
+    # torchrun's own exit code is 1 when a rank exits 75 (interrupted after its checkpoint): the ranks' record says
+    if code not in (0, INTERRUPTED_EXIT) and not (result and result["stopped_because"] == "interrupted"):
         raise RuntimeError(f"torchrun exited with {code}: see the lines above and {run_path / 'run.log'}")
-    result = json.loads((run_path / "train_result.json").read_text())
 if result["stopped_because"] == "interrupted":
     raise TrainingInterrupted(f"training interrupted ({result['interrupted_by']}) at step {result['step']}; "
                               f"checkpoint {result['last_checkpoint']}: run the same command again to continue")

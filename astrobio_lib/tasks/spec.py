@@ -115,6 +115,12 @@ class TaskSpec:
     """notebook 04's sections for this task"""
     rules: Callable[[Any], list[str]] = lambda cfg: []
     """(cfg) -> the problems of a configuration for this task (cross-field rules; empty when fine)"""
+    planned_key: Optional[Callable[..., str]] = None
+    """(cfg, planets, provenance) -> the identity of the data ``prepare_data`` would make, computed
+    without making it (so a run's trained data is never replaced by other data)"""
+    check_data: Optional[Callable[[Any, Path], Optional[str]]] = None
+    """(cfg, data_dir) -> why the prepared data does not verify (missing, corrupt), or None: a completed
+    notebook 01 whose data does not verify is run again"""
     description: str = ""
 
     def headline(self, losses: dict[str, float], prefix: str = "") -> float:

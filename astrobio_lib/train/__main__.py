@@ -5,7 +5,8 @@ The params file is flat (as ``params/*.yaml`` or the ``train_params.yaml`` that 
 dataset that notebook 01 built.
 
 Exit codes: 0 done; 2 bad parameters, plan does not fit, no dataset, incompatible or no valid
-checkpoint, run folder locked; 3 stopped on non-finite steps; 4 stopped on divergence
+checkpoint (a changed structural or data key is named), run folder locked or unusable (read-only, a file
+where a folder belongs); 3 stopped on non-finite steps; 4 stopped on divergence
 (``divergence_stop``); 5 disk full (the previous checkpoint is valid); 75 interrupted by SIGTERM /
 SIGINT after writing a checkpoint — run the same command again to continue.
 """
@@ -16,7 +17,7 @@ import argparse
 import sys
 
 from astrobio_lib import config
-from astrobio_lib.fsutil import DiskFullError, RunLockedError
+from astrobio_lib.fsutil import DiskFullError, RunFolderError, RunLockedError
 from astrobio_lib.memory import MemoryBudgetError
 from astrobio_lib.train import distributed
 from astrobio_lib.train.checkpoint import CheckpointError
@@ -38,7 +39,8 @@ def main(argv=None) -> int:
             values[key] = config.parse_yaml_value(raw)
         cfg = config.from_mapping(values, where=args.params)
         result = train(cfg)
-    except (config.ConfigError, MemoryBudgetError, CheckpointError, DatasetNotBuilt, RunLockedError) as exc:
+    except (config.ConfigError, MemoryBudgetError, CheckpointError, DatasetNotBuilt, RunLockedError,
+            RunFolderError) as exc:
         print(f"astrobio train: {exc}", file=sys.stderr, flush=True)
         return 2
     except DiskFullError as exc:

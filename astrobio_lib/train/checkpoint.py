@@ -347,6 +347,9 @@ class Checkpointer:
         t0 = time.monotonic()
         self.wait()
         step = state.step
+        if self.is_main:  # what the run trains on, readable without torch: 01 and the pipeline guard it
+            self.dir.mkdir(parents=True, exist_ok=True)
+            record_trained_config(self.dir, state.config)
         if self.sharded:
             path = self._save_sharded(state, best)
         else:
@@ -548,6 +551,17 @@ class Checkpointer:
 
     def close(self) -> None:
         self.wait()
+
+
+def record_trained_config(ckpt_dir: Path, config: dict[str, Any]) -> None:
+    """Writes ``checkpoints/trained_config.json`` (the run's recorded configuration, its data's own
+    settings and identity included) when it differs from what is there."""
+    from astrobio_lib.tasks import TRAINED_CONFIG
+
+    path = Path(ckpt_dir) / TRAINED_CONFIG
+    text = json.dumps(config, indent=1, sort_keys=True, default=str)
+    if not path.is_file() or path.read_text() != text:
+        atomic_write(path, text)
 
 
 def _sidecar(path: Path) -> Optional[str]:

@@ -33,7 +33,7 @@ import torch
 
 from astrobio_lib import memory, tasks, tracking
 from astrobio_lib.config import Config
-from astrobio_lib.fsutil import RunLock, atomic_write
+from astrobio_lib.fsutil import RunLock, atomic_write, usable_folder
 from astrobio_lib.inference import batch_size_of, run_batches, to_device
 from astrobio_lib.models import adapters, pretrained
 from astrobio_lib.optim import build_optimizer, build_scheduler, optimizer_for_groups, param_groups
@@ -353,8 +353,8 @@ def train(cfg: Config, data_dir: Optional[str | Path] = None) -> TrainResult:
         astrobio_lib.fsutil.DiskFullError: a checkpoint write ran out of space (the previous one is valid).
         astrobio_lib.data.validate.DataValidationError: the dataset has fatal findings.
     """
-    run_dir = Path(cfg.run.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = usable_folder(cfg.run.run_dir, "products")
+    usable_folder(run_dir / "checkpoints", "checkpoints")
     info = distributed.init(cfg.train.sharding)
     restore_logging = tracking.setup_logging(run_dir, info.rank)
     lock = RunLock(run_dir, "train.lock", "training process") if info.is_main else None
@@ -389,6 +389,15 @@ class _Lookahead(torch.utils.data.Sampler):
             yield indices
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers ignore SIGTERM / SIGINT: a preemption that reaches the whole process group must
+    not kill them under the step the trainer is finishing (the trainer ends them when it exits)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class InputPipeline:
     """The training input path: a DataLoader over the order's upcoming micro-batches, collated by
     ``num_workers`` worker processes ahead of the step (``prefetch_factor`` 4 per worker; 0 workers:
@@ -401,6 +410,7 @@ class InputPipeline:
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=self.sampler, collate_fn=collate, num_workers=num_workers,
             pin_memory=torch.device(device).type == "cuda", prefetch_factor=4 if num_workers else None,
+            worker_init_fn=_ignore_stop_signals if num_workers else None,
             # its own generator: creating the iterator draws a worker seed, which must not advance the
             # global RNG that checkpoints save (a resumed run would otherwise drift from the original)
             generator=torch.Generator().manual_seed(0))

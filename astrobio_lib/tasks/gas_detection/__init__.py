@@ -29,11 +29,26 @@ def _model(base):
     return model_config(base)
 
 
+MIN_PLANETS = 5  # one host star each: a non-empty 60/20/20 split and the 5-fold circularity check
+
+
 def _rules(cfg) -> list[str]:
     problems = []
-    if cfg.data.gas_planets == 0:
+    n = cfg.data.gas_planets
+    if n == 0:
         problems.append("task: gas_detection trains on the gas-detection spectra but gas_planets: 0 generates none: "
                         "set gas_planets (e.g. 40) or choose another task")
+    elif n < MIN_PLANETS:
+        problems.append(f"gas_planets: {n}: the host-star split (60/20/20) and the 5-fold circularity check need at "
+                        f"least {MIN_PLANETS} planets (one per host star)")
+    elif cfg.data.catalog_source == "snapshot":  # cheap to count on the shipped catalog, before anything runs
+        from astrobio_lib.tasks.gas_detection.data import hosts_in_snapshot
+
+        available = hosts_in_snapshot()
+        if n > available:
+            problems.append(f"gas_planets: {n} > the {available} host stars of the shipped catalog with a rocky planet "
+                            f"the simulation can use (radius, period, stellar temperature, radius and distance): "
+                            f"lower gas_planets to at most {available}")
     return problems
 
 
@@ -59,6 +74,18 @@ def _open(cfg, data_dir: Path) -> TaskData:
     from astrobio_lib.tasks.gas_detection.data import open_train_val
 
     return open_train_val(cfg, data_dir)
+
+
+def _planned_key(cfg, planets, provenance) -> str:
+    from astrobio_lib.tasks.gas_detection.data import planned_key
+
+    return planned_key(cfg, planets, provenance)
+
+
+def _check(cfg, data_dir: Path):
+    from astrobio_lib.tasks.gas_detection.data import check
+
+    return check(cfg, data_dir)
 
 
 def _evaluate(cfg, progress=None) -> Evaluation:
@@ -89,5 +116,7 @@ SPEC = TaskSpec(
     evaluate=_evaluate,
     show_evaluation=_show_evaluation,
     rules=_rules,
+    planned_key=_planned_key,
+    check_data=_check,
     description=__doc__.split("\n\n")[0],
 )

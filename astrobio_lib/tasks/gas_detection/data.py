@@ -3,6 +3,7 @@ JWST could best characterise, the circularity check, the host split) and what th
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -19,19 +20,41 @@ def spectra_dir(data_dir: Path) -> Path:
     return Path(data_dir) / SPECTRA_DIR
 
 
+@functools.lru_cache(maxsize=1)
+def hosts_in_snapshot() -> int:
+    """Host stars of the shipped catalog with a rocky planet the simulation can use (counted once)."""
+    from astrobio_lib.data import catalog
+
+    planets, _ = catalog.load_snapshot()
+    return len(gs.eligible(planets))
+
+
+def select(cfg, planets):
+    """The ``gas_planets`` rocky planets of the set (:func:`gas_spectra.rocky_planets`).
+
+    Raises:
+        ValueError: the catalog has fewer such host stars, naming ``gas_planets`` and the most it can be.
+    """
+    try:
+        return gs.rocky_planets(planets, cfg.data.gas_planets)
+    except ValueError as exc:
+        raise ValueError(f"gas_planets: {cfg.data.gas_planets}: {exc} — lower gas_planets to at most "
+                         f"{len(gs.eligible(planets))}") from exc
+
+
 def prepare(cfg, planets, provenance, data_dir: Path,
             progress: Optional[Callable[[int, int], None]] = None) -> DataReport:
     """Generates (or reuses) the SIMULATED spectra of ``cfg.data.gas_planets`` rocky planets x
     ``gas_atmospheres`` drawn atmospheres in ``data_dir/gas_spectra``, runs the circularity check and
     splits by host star; returns the data verdict and what 01 shows."""
+    from astrobio_lib.data.spectra_store import scheduler_address
     from astrobio_lib.tasks.gas_detection.baselines import circularity_check
     from astrobio_lib.tasks.gas_detection.dataset import split
 
-    from astrobio_lib.data.spectra_store import scheduler_address
-
-    rocky = gs.rocky_planets(planets, cfg.data.gas_planets)
+    rocky = select(cfg, planets)
     ds, cached = gs.build_or_load(spectra_dir(data_dir), rocky, cfg.data.gas_atmospheres, cfg.run.seed,
                                   progress=progress, catalog=provenance.to_dict(), store=cfg.data.spectra_store,
+                                  workers=cfg.data.simulation_workers,
                                   scheduler=scheduler_address(cfg.data.dask_scheduler))
     circularity = circularity_check(ds, cfg.run.seed)
     which = split(ds, cfg.run.seed)
@@ -50,6 +73,28 @@ def prepare(cfg, planets, provenance, data_dir: Path,
                                          "split": which, "hosts": hosts, "seed": cfg.run.seed})
 
 
+def planned_key(cfg, planets, provenance) -> str:
+    """The identity of the set ``prepare`` would link (its planets' store entries and the atmospheres
+    per planet), computed without generating anything."""
+    from astrobio_lib.data import spectra_store as st
+
+    identity = st.generator_identity()
+    rows = select(cfg, planets).to_dict("records")
+    return gs.set_key([st.planet_key(r, cfg.run.seed, identity) for r in rows], cfg.data.gas_atmospheres)
+
+
+def check(cfg, data_dir: Path) -> Optional[str]:
+    """Why the run's set does not verify (missing, or a file or chunk that does not match its sha256),
+    or None: every chunk is read and checked."""
+    from astrobio_lib.data.spectra_store import StoreCorrupt
+
+    try:
+        np.asarray(gs.load(spectra_dir(data_dir)).depth)
+    except (FileNotFoundError, StoreCorrupt) as exc:  # SpectraCorrupt is a StoreCorrupt
+        return str(exc)
+    return None
+
+
 def _load(data_dir: Path) -> gs.GasSpectra:
     try:
         return gs.load(spectra_dir(data_dir))
@@ -60,8 +105,13 @@ def _load(data_dir: Path) -> gs.GasSpectra:
 
 
 def built_with(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The configuration values a generated set was made with (its manifest)."""
-    return {"gas_planets": manifest.get("n_planets"), "gas_atmospheres": manifest.get("atmospheres_per_planet")}
+    """The configuration values a generated set was made with (its manifest): recorded in checkpoints
+    and train_params.yaml instead of a notebook's defaults."""
+    out = {"gas_planets": manifest.get("n_planets"), "gas_atmospheres": manifest.get("atmospheres_per_planet")}
+    source = manifest.get("catalog", {}).get("source")
+    if source:  # the source the catalog really came from (auto resolves to one of these)
+        out["catalog_source"] = source
+    return out
 
 
 def info(cfg, data_dir: Path) -> DataInfo:

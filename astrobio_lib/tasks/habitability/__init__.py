@@ -56,6 +56,19 @@ def _open(cfg, data_dir: Path) -> TaskData:
     return open_train_val(cfg, data_dir)
 
 
+def _planned_key(cfg, planets, provenance) -> str:
+    from astrobio_lib.data import text
+    from astrobio_lib.data.build import build_sha256
+
+    return build_sha256(cfg.data, cfg.run.seed, provenance, text.tokenizer_for(cfg.model.llm_checkpoint))
+
+
+def _check(cfg, data_dir: Path):
+    from astrobio_lib.tasks.habitability.data import check
+
+    return check(cfg, data_dir)
+
+
 def _evaluate(cfg, progress=None) -> Evaluation:
     from astrobio_lib.tasks.habitability.evaluation import evaluate
 
@@ -84,5 +97,7 @@ SPEC = TaskSpec(
     open_data=_open,
     evaluate=_evaluate,
     show_evaluation=_show_evaluation,
+    planned_key=_planned_key,
+    check_data=_check,
     description=__doc__.split("\n\n")[0],
 )

@@ -49,6 +49,29 @@ def _manifest(data_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+def built_with(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The configuration values the dataset was built with (its manifest), the catalog's real source
+    included: recorded in checkpoints and train_params.yaml instead of a notebook's defaults."""
+    out = {k: manifest["config"][k] for k in DATA_KEYS if k in manifest["config"]}
+    if manifest.get("catalog", {}).get("source"):
+        out["catalog_source"] = manifest["catalog"]["source"]
+    return out
+
+
+def check(cfg, data_dir: Path) -> Optional[str]:
+    """Why the built dataset does not verify (no manifest, a shard or the graphs missing or not matching
+    their sha256, no labels), or None."""
+    from astrobio_lib.data.build import load_manifest, verify_files
+
+    manifest = load_manifest(data_dir)
+    if manifest is None:
+        return f"no built dataset in {data_dir}"
+    bad = verify_files(Path(data_dir), manifest)
+    if bad or not (Path(data_dir) / "labels.csv").is_file():
+        return f"dataset in {data_dir}: {', '.join(bad) or 'labels.csv'} missing or not matching its sha256"
+    return None
+
+
 def info(cfg, data_dir: Path) -> DataInfo:
     """The build's identity, text length and provenance from its manifest (no shard loaded).
 
@@ -57,7 +80,7 @@ def info(cfg, data_dir: Path) -> DataInfo:
     """
     manifest = _manifest(data_dir)
     return DataInfo(key=manifest["build_sha256"], text_len=int(manifest["config"]["text_max_len"]),
-                    built_with={k: manifest["config"][k] for k in DATA_KEYS if k in manifest["config"]},
+                    built_with=built_with(manifest),
                     description=f"{manifest['coverage']['planets']} planets, build {manifest['build_sha256'][:12]} "
                                 f"({manifest['config']['text_max_len']} tokens per text)")
 
@@ -85,5 +108,5 @@ def open_train_val(cfg, data_dir: Path) -> TaskData:
     train, val = PlanetDataset(data_dir, "train"), PlanetDataset(data_dir, "val", validate=False)
     return TaskData(train, val, Collate(train.graphs), key=manifest["build_sha256"],
                     text_len=int(manifest["config"]["text_max_len"]), synthetic=train.synthetic,
-                    built_with={k: manifest["config"][k] for k in DATA_KEYS if k in manifest["config"]},
+                    built_with=built_with(manifest),
                     description=f"{len(train)} training planets, {len(val)} validation planets")
