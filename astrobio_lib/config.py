@@ -112,6 +112,13 @@ class DataConfig:
                                  "task; 0: none", min=0, resume="data")
     gas_atmospheres: int = param(10, "atmospheres drawn per planet for the gas-detection spectra", min=1,
                                  resume="data")
+    saturation: str = param("exclude", "hosts NIRSpec PRISM saturates on (J < 10.5): exclude them from the "
+                                       "gas-detection planets | keep them (simulated with PRISM anyway, flagged)",
+                            choices=("exclude", "keep"), resume="data")
+    noise_floor: str = param("correlated", "systematic noise floor of the gas-detection spectra (20 ppm per bin): "
+                                           "white (independent bins) | correlated (half of it correlated in "
+                                           "wavelength; astrobio_lib/data/observing.py)",
+                             choices=("white", "correlated"), resume="data")
     spectra_store: Optional[str] = param(None, "folder of the shared store of simulated spectra; None: env "
                                                "ASTROBIO_SPECTRA_STORE, else ~/.cache/astrobio/spectra",
                                          path=True, resume="irrelevant")
@@ -149,8 +156,8 @@ class HardwareConfig:
 class TrainConfig:
     task: str = param(tasks.DEFAULT, "what the model learns: " + " | ".join(tasks.BUILTIN)
                       + " (one package each in astrobio_lib/tasks)", choices=tasks.names, resume="structural")
-    gas_train_draws: int = param(8, "noisy training spectra per noiseless spectrum and number of transits "
-                                    "(gas-detection task)", min=1, resume="data")
+    gas_train_draws: int = param(8, "training items per noiseless spectrum and epoch, each with fresh noise and N "
+                                    "drawn at use (gas-detection task)", min=1, resume="data")
     max_steps: int = param(600, "optimizer steps to run", min=1, resume="safe")
     micro_batch_size: Union[int, str] = param(32, "samples per forward/backward pass, or auto: the largest that fits "
                                                   "the memory budget, keeping batch_size", min=1, resume="structural")

@@ -45,11 +45,11 @@ from astrobio_lib import config as cfg_mod
 from astrobio_lib.config import ConfigError
 from astrobio_lib.fsutil import RunFolderError, RunLock, RunLockedError, atomic_write, usable_folder
 from astrobio_lib.report import (
-    COMPLETION_MARKER,
     LOG_DATEFMT,
     LOG_FORMAT,
     LOGGED_LINE,
     export_html,
+    has_completion_marker,
     read_verdict,
 )
 from astrobio_lib.train.preemption import INTERRUPTED_EXIT, Preemption
@@ -268,20 +268,14 @@ def _save_state(run_dir: Path, states: dict[str, NotebookState]) -> None:
 
 
 def report_has_marker(path: Path, name: str) -> bool:
-    """True when an executed notebook's outputs contain its completion marker."""
+    """True when an executed notebook's outputs contain its completion record."""
     import nbformat
 
     try:
         nb = nbformat.read(path, as_version=4)
     except Exception:
         return False
-    expected = f"{COMPLETION_MARKER} {name}"
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            text = out.get("text", "") if out.get("output_type") == "stream" else ""
-            if expected in text:
-                return True
-    return False
+    return any(has_completion_marker(cell.get("outputs", []), name) for cell in nb.cells)
 
 
 def write_index(run_dir: Path, run_name: str, params_file: str,
@@ -303,7 +297,9 @@ def write_index(run_dir: Path, run_name: str, params_file: str,
         err = f"<pre>{html.escape(st.error)}</pre>" if st.error else ""
         verdict = read_verdict(run_dir, name) if st.status not in ("pending", "running") else None
         verdict_cell = (f"<b style='color:{verdict_colour[verdict['status']]}'>{verdict['status']}</b> "
-                        f"{html.escape(verdict['headline'])}" if verdict else "")
+                        f"{html.escape(verdict['headline'])}"
+                        + (f"<br><b>next:</b> {html.escape(verdict['next_action'])}" if verdict.get("next_action") else "")
+                        if verdict else "")
         rows.append(
             f"<tr><td>{html.escape(name)}</td>"
             f"<td style='color:{colour.get(st.status, '#000')};font-weight:bold'>{html.escape(status)}</td>"
@@ -330,11 +326,26 @@ text-align:left;vertical-align:top}} pre{{white-space:pre-wrap;max-width:60em;ma
 <body><h1>astrobio run <code>{html.escape(run_name)}</code></h1>
 <p>params: <code>{html.escape(params_file)}</code> · updated {now} · log: <a href="run.log">run.log</a></p>
 {banner}{live}
+{results_panel(run_dir, states, order)}
+<h2>Notebooks</h2>
 <table><tr><th>notebook</th><th>status</th><th>verdict</th><th>duration</th><th>report</th><th>error</th></tr>
 {''.join(rows)}
 </table></body></html>
 """
     atomic_write(run_dir / "index.html", page)
+
+
+def results_panel(run_dir: Path, states: dict[str, NotebookState], order: Sequence[str]) -> str:
+    """The results panel at the top of ``index.html``: the run's answer in numbers, from its own files
+    (:func:`astrobio_lib.results.summarise`), and the wall time of each notebook."""
+    from astrobio_lib import results
+
+    try:
+        summary = results.summarise(run_dir, {n: states[n].duration_s for n in order if n in states})
+    except Exception as exc:  # a half-written file while running: the panel waits for the next update
+        log.debug("results panel: %s", exc)
+        return ""
+    return results.panel_html(summary)
 
 
 def _export_html(ipynb: Path, run_dir: Path, name: str, run_name: str) -> None:
@@ -723,6 +734,19 @@ def _run_notebooks(specs, values, run_dir: Path, run_name: str, params_file: Pat
         log.info("%s: completed in %.1f s", spec.name, st.duration_s)
     if stop.reason:
         raise PipelineInterrupted(f"stopped by {stop.reason}: run the same command again to continue")
+    # the summary boxes of earlier reports (00's data line, the verdicts) as they stand at the end of the run
+    for name in order:
+        if (run_dir / f"{name}.ipynb").exists():
+            _export_html(run_dir / f"{name}.ipynb", run_dir, name, run_name)
+    from astrobio_lib import results
+
+    try:
+        shown = (str(params_file.resolve().relative_to(REPO_ROOT)) if params_file.resolve().is_relative_to(REPO_ROOT)
+                 else params_file.name)
+        results.write_summary(run_dir, {n: states[n].duration_s for n in order if n in states}, params=shown)
+    except Exception as exc:  # the reports are the product; a missing summary is named, not fatal
+        log.warning("could not write results.json: %s", exc)
+    write_index(run_dir, run_name, str(params_file), states, order)
     log.info("run %s finished: %s", run_name, run_dir / "index.html")
     return states
 

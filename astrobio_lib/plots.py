@@ -83,3 +83,25 @@ def memory_label(key: str) -> str:
         if key.startswith("gpu") and key.endswith(suffix):
             return f"GPU {key[3:-len(suffix)]} {text}"
     return key
+
+
+def progress_table(records: list[dict], rows: int = 10):
+    """A compact table of a training run from ``metrics.jsonl``: about ``rows`` evenly spaced logged
+    steps with the training loss, the latest validation score at that step and samples/s."""
+    import pandas as pd
+
+    steps = [r for r in records if "loss" in r]
+    vals = [r for r in records if "val_loss" in r]
+    rates = {r["step"]: r["samples_per_s"] for r in records if "samples_per_s" in r}
+    if not steps:
+        return pd.DataFrame()
+    pick = sorted({steps[int(round(i))]["step"] for i in np.linspace(0, len(steps) - 1, min(rows, len(steps)))})
+    by_step = {r["step"]: r for r in steps}
+    out = []
+    for step in pick:
+        val = [v for v in vals if v["step"] <= step]
+        rate = [v for k, v in rates.items() if k <= step]
+        out.append({"step": step, "train loss": round(by_step[step]["loss"], 4),
+                    "validation loss": round(val[-1]["val_loss"], 4) if val else None,
+                    "samples/s": round(rate[-1], 1) if rate else None})
+    return pd.DataFrame(out).set_index("step")

@@ -53,21 +53,54 @@ def data_banner(run_dir) -> str:
     return f"data: catalog {prov['source']} ({tag}), {prov['rows']} planets, sha256 {prov['sha256'][:12]}…"
 
 
+MARKER_MIME = "application/vnd.astrobio.complete+json"
+
+
 def completion_marker(notebook: str) -> None:
-    """Prints the line the pipeline runner looks for at the end of a report."""
-    print(f"{COMPLETION_MARKER} {notebook}", flush=True)
+    """Leaves the record the pipeline runner looks for at the end of a report: a display output of
+    its own MIME type, which notebooks and the HTML exports do not show (machine-readable only).
+    Outside a kernel it prints the marker line instead."""
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:
+        shell = None
+    if shell is None or not hasattr(shell, "kernel"):
+        print(f"{COMPLETION_MARKER} {notebook}", flush=True)
+        return
+    from IPython.display import display
+
+    display({MARKER_MIME: {"marker": COMPLETION_MARKER, "notebook": notebook}}, raw=True)
+
+
+def has_completion_marker(outputs, notebook: str) -> bool:
+    """True when a cell's ``outputs`` (nbformat) hold the completion record of ``notebook`` (the
+    display record, or the printed line of a run outside a kernel)."""
+    for out in outputs:
+        data = out.get("data", {}) if out.get("output_type") in ("display_data", "execute_result") else {}
+        record = data.get(MARKER_MIME)
+        if isinstance(record, dict) and record.get("notebook") == notebook:
+            return True
+        if out.get("output_type") == "stream" and f"{COMPLETION_MARKER} {notebook}" in out.get("text", ""):
+            return True
+    return False
 
 
 VERDICTS_DIR = "verdicts"
 VERDICT_STATUSES = ("PASS", "WARN", "FAIL")
 
 
-def record_verdict(run_dir, notebook: str, status: str, headline: str) -> dict:
-    """Prints a notebook's verdict and records it as ``<run>/verdicts/<notebook>.json`` (status
-    PASS / WARN / FAIL and one headline line), which ``index.html`` shows per notebook; returns it.
+def record_verdict(run_dir, notebook: str, status: str, headline: str, next_action: str = "",
+                   details: str = "") -> dict:
+    """Shows a notebook's verdict and records it as ``<run>/verdicts/<notebook>.json``: status
+    PASS / WARN / FAIL, the **finding** (``headline``: one sentence saying what the notebook found),
+    the **next action** when the status is not PASS (a parameter, a command or a notebook), and
+    optional ``details`` (the numbers behind it). ``index.html`` and the report's summary box show
+    them; returns the record.
 
     Raises:
-        ValueError: an unknown status.
+        ValueError: an unknown status, or a WARN / FAIL without a next action.
     """
     import json
     from pathlib import Path
@@ -77,12 +110,48 @@ def record_verdict(run_dir, notebook: str, status: str, headline: str) -> dict:
     status = status.upper()
     if status not in VERDICT_STATUSES:
         raise ValueError(f"verdict status {status!r}: one of {VERDICT_STATUSES}")
-    record = {"notebook": notebook, "status": status, "headline": headline}
+    if status != "PASS" and not next_action.strip():
+        raise ValueError(f"{notebook}: a {status} verdict needs a next action (what to change or run)")
+    record = {"notebook": notebook, "status": status, "headline": headline, "next_action": next_action,
+              "details": details}
     folder = Path(run_dir) / VERDICTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / f"{notebook}.json", json.dumps(record, indent=1))
-    print(f"{notebook} verdict: {status} — {headline}", flush=True)
+    import logging
+
+    logging.getLogger("astrobio.notebook").info("%s verdict: %s — %s%s", notebook, status, headline,
+                                                f" — next: {next_action}" if next_action else "")
+    _show_verdict(record)
     return record
+
+
+def _show_verdict(record: dict) -> None:
+    """The verdict as a box in a notebook (plain lines elsewhere)."""
+    import html
+
+    lines = [f"{record['notebook']} verdict: {record['status']} — {record['headline']}"]
+    if record.get("next_action"):
+        lines.append(f"next: {record['next_action']}")
+    if record.get("details"):
+        lines.append(record["details"])
+    try:
+        from IPython import get_ipython
+
+        in_kernel = get_ipython() is not None and hasattr(get_ipython(), "kernel")
+    except ImportError:
+        in_kernel = False
+    if not in_kernel:
+        print("\n".join(lines), flush=True)
+        return
+    from IPython.display import HTML, display
+
+    colour = {"PASS": "#1a7f37", "WARN": "#9a6700", "FAIL": "#cf222e"}[record["status"]]
+    body = (f"<div style='border-left:6px solid {colour};padding:.4em .8em;background:#f6f8fa;font-family:sans-serif'>"
+            f"<b style='color:{colour}'>{record['status']}</b> {html.escape(record['headline'])}"
+            + (f"<br><b>next:</b> {html.escape(record['next_action'])}" if record.get("next_action") else "")
+            + (f"<br><span style='color:#57606a'>{html.escape(record['details'])}</span>" if record.get("details") else "")
+            + "</div>")
+    display(HTML(body), metadata={"astrobio": "verdict"})
 
 
 def read_verdict(run_dir, notebook: str):
@@ -131,12 +200,38 @@ def start_notebook(run_dir, notebook: str) -> None:
     shown = logging.StreamHandler(sys.stdout)
     shown.setFormatter(fmt)
     shown.setLevel(logging.WARNING)
+    shown.addFilter(_ours)  # third-party warnings go to run.log only, not into the report
     for handler in (file_handler, shown):
         handler._astrobio = True
         root.addHandler(handler)
     root.setLevel(logging.INFO)
     logging.captureWarnings(True)  # warnings.warn → the 'py.warnings' logger → run.log and a plain line
     logging.getLogger("astrobio.notebook").info("%s started (run folder %s)", notebook, run_dir)
+
+
+def _ours(record) -> bool:
+    """The report shows warnings of this product's loggers (``astrobio``, the notebooks'); a
+    library's own warnings (TauREx's optional extras, Dask, papermill) stay in run.log."""
+    return record.name.startswith(("astrobio", "0")) or record.name == "py.warnings" and "astrobio" in record.getMessage()
+
+
+def relative(path, run_dir) -> str:
+    """``path`` as a report shows it: relative to the run folder when inside it, else to the
+    repository, else with ``~`` for the home folder — never the absolute path of the run."""
+    import os
+    from pathlib import Path
+
+    p = Path(path).expanduser().resolve()
+    for base, prefix in ((Path(run_dir).resolve(), ""), (Path(__file__).resolve().parents[1], "")):
+        try:
+            return prefix + str(p.relative_to(base))
+        except ValueError:
+            continue
+    home = Path(os.path.expanduser("~")).resolve()
+    try:
+        return "~/" + str(p.relative_to(home))
+    except ValueError:
+        return str(p)
 
 
 def section(title: str, text: str = "") -> None:
@@ -155,20 +250,42 @@ def show(obj) -> None:
 
 
 class Progress:
-    """A ``progress(done, total)`` callback that shows a text progress bar (:func:`progress`),
-    created when the work reports its first step; :meth:`close` ends it."""
+    """A ``progress(done, total)`` callback that prints plain progress lines — ``desc: done/total
+    (pct) | elapsed | ETA`` — at the first call, then at most one per ``every_s`` seconds, and the
+    last one: every line is current when printed (no carriage-return bar frames, which a report and
+    run.log would keep); :meth:`close` prints the final line if the last step was not shown."""
 
     def __init__(self, desc: str, every_s: float = 5.0):
-        self.desc, self.every_s, self.bar = desc, every_s, None
+        self.desc, self.every_s = desc, every_s
+        self.t0 = None
+        self.last_t = None
+        self.shown = (0, 0)
+        self.state = (0, 0)
 
     def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = progress(None, total=total, desc=self.desc, every_s=self.every_s)
-        self.bar.update(done - self.bar.n)
+        import time
+
+        now = time.monotonic()
+        if self.t0 is None:
+            self.t0 = now
+        self.state = (done, total)
+        if self.last_t is None or now - self.last_t >= self.every_s or (done >= total and self.shown != self.state):
+            self._print(now)
+
+    def _print(self, now: float) -> None:
+        done, total = self.state
+        elapsed = now - (self.t0 or now)
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = f" | ETA {(total - done) / rate:.0f} s" if 0 < done < total and rate > 0 else ""
+        pct = f" ({100 * done / total:.0f}%)" if total else ""
+        print(f"{self.desc}: {done}/{total}{pct} | {elapsed:.0f} s{eta}", flush=True)
+        self.last_t, self.shown = now, self.state
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        import time
+
+        if self.t0 is not None and self.shown != self.state:
+            self._print(time.monotonic())
 
     def __enter__(self) -> "Progress":
         return self
@@ -178,14 +295,13 @@ class Progress:
 
 
 def progress(iterable, total: int | None = None, desc: str = "", every_s: float = 5.0):
-    """Wraps ``iterable`` in a text progress bar on stdout (tqdm), which an executed report and
-    ``run.log`` show as text — not the widget tqdm.auto wants and not a stderr box."""
-    import sys
-
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, file=sys.stdout, mininterval=every_s, ascii=True,
-                ncols=90, leave=True)
+    """Yields from ``iterable`` and prints plain progress lines (:class:`Progress`)."""
+    total = len(iterable) if total is None and hasattr(iterable, "__len__") else total
+    bar = Progress(desc, every_s)
+    for k, item in enumerate(iterable):
+        yield item
+        bar(k + 1, total or k + 1)
+    bar.close()
 
 
 # --------------------------------------------------------------------------- HTML reports
@@ -222,13 +338,20 @@ def export_html(ipynb, run_dir, notebook: str, run_name: str) -> list:
     if changed:
         atomic_write(ipynb, nbformat.writes(nb))
 
+    # the completion record is for the runner, not the reader: no trace of it in the HTML
+    shown = nbformat.from_dict(nb)
+    for cell in shown.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.get("outputs", []) if MARKER_MIME not in o.get("data", {})]
     title = f"{notebook} · run {run_name}"
     verdict = read_verdict(run_dir, notebook)
     colour = {"PASS": "#1a7f37", "WARN": "#9a6700", "FAIL": "#cf222e"}
     if verdict:
         verdict_html = (f"<span style='color:#fff;background:{colour[verdict['status']]};padding:.1em .5em;"
                         f"border-radius:.3em;font-weight:bold'>{verdict['status']}</span> "
-                        f"{html.escape(verdict['headline'])}")
+                        f"{html.escape(verdict['headline'])}"
+                        + (f"<div style='margin-top:.3em'><b>next:</b> {html.escape(verdict['next_action'])}</div>"
+                           if verdict.get("next_action") else ""))
     else:
         verdict_html = "<b>no verdict recorded</b> (the notebook did not reach its verdict cell)"
     banner = html.escape(data_banner(run_dir))
@@ -237,7 +360,7 @@ def export_html(ipynb, run_dir, notebook: str, run_name: str) -> list:
         exporter = HTMLExporter(template_name="lab", exclude_input=exclude, exclude_input_prompt=exclude,
                                 exclude_output_prompt=exclude)
         exporter.log.setLevel(logging.ERROR)  # not "Alternative text is missing on N image(s)" per export
-        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+        body, _ = exporter.from_notebook_node(shown, resources={"metadata": {"name": title}})
         headings = re.findall(r'<h([12])\s+id="([^"]+)"[^>]*>(.*?)(?:<a class="anchor-link"|</h\1>)', body)
         toc = " · ".join(f"<a href='#{anchor}'>{re.sub('<[^>]+>', '', text).strip()}</a>"
                          for level, anchor, text in headings[1:] if level in ("1", "2"))

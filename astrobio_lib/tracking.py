@@ -49,6 +49,8 @@ def setup_logging(run_dir: str | Path, rank: int = 0) -> Callable[[], None]:
                for h in root.handlers):
         sh = logging.StreamHandler(sys.stdout)
         sh.setFormatter(fmt)
+        if "ipykernel" in sys.modules:  # a notebook report: every tenth of the run and warnings; run.log has all
+            sh.addFilter(lambda r: r.levelno >= logging.WARNING or getattr(r, "milestone", False))
         root.addHandler(sh)
     for h in root.handlers:
         h.flush()

@@ -61,9 +61,12 @@ pd.DataFrame(report.facts["gpus"]) if report.facts["gpus"] else print("No CUDA G
 # %%
 failed = [c.item for c in report.checks if c.status == "fail"]
 warned = [c.item for c in report.checks if c.status == "warn"]
-record_verdict(cfg.run.run_dir, "00_environment", {"ok": "PASS"}.get(report.verdict, report.verdict),
-               f"precision {report.recommended_precision}, attention {report.recommended_attention}"
-               + (f"; fail: {', '.join(failed)}" if failed else "") + (f"; warn: {', '.join(warned)}" if warned else ""))
+fixes = "; ".join(f"{c.item}: {c.detail}" for c in report.checks if c.status != "ok")
+record_verdict(cfg.run.run_dir, "00_environment", {"ok": "PASS"}.get(report.verdict, report.verdict).upper(),
+               f"this machine can run the pipeline with precision {report.recommended_precision} and attention "
+               f"{report.recommended_attention}" + (f"; failed: {', '.join(failed)}" if failed else "")
+               + (f"; warnings: {', '.join(warned)}" if warned else ""),
+               f"see the checks of 00_environment — {fixes}" if fixes else "")
 if failed:
     raise RuntimeError(f"environment check failed for: {', '.join(failed)} — see the table above")
 

@@ -41,6 +41,8 @@ llm_checkpoint: Optional[str] = None  # pretrained Llama-family checkpoint direc
 shard_size: int = 128  # planets per dataset shard file
 gas_planets: int = 40  # rocky planets (one per host star) for the SIMULATED spectra of the gas-detection task; 0: none
 gas_atmospheres: int = 10  # atmospheres drawn per planet for the gas-detection spectra
+saturation: str = "exclude"  # hosts NIRSpec PRISM saturates on (J < 10.5): exclude them from the gas-detection planets | keep them (simulated with PRISM anyway, flagged)
+noise_floor: str = "correlated"  # systematic noise floor of the gas-detection spectra (20 ppm per bin): white (independent bins) | correlated (half of it correlated in wavelength; astrobio_lib/data/observing.py)
 spectra_store: Optional[str] = None  # folder of the shared store of simulated spectra; None: env ASTROBIO_SPECTRA_STORE, else ~/.cache/astrobio/spectra
 dask_scheduler: Optional[str] = None  # address of an existing Dask scheduler to simulate spectra on; None: env ASTROBIO_DASK_SCHEDULER, else a LocalCluster on every core
 simulation_workers: int = -1  # LocalCluster worker processes that simulate spectra (-1: every core; 0: in the notebook's own process)
@@ -90,7 +92,7 @@ task.show_data(data)
 
 # %%
 print(provenance.banner())
-record_verdict(cfg.run.run_dir, "01_data_validation", data.status, data.headline)
+record_verdict(cfg.run.run_dir, "01_data_validation", data.status, data.headline, data.next_action)
 if data.status == "FAIL":
     raise RuntimeError(f"data verdict: FAIL — {data.headline}")
 

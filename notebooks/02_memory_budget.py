@@ -321,7 +321,10 @@ record_verdict(cfg.run.run_dir, "02_memory_budget", "FAIL" if reasons else "PASS
                f"plan '{plan.name}' on {hw.name}: "
                + (f"{chosen.device_total / 1e9:.2f} GB per device, {chosen.host_total / 1e9:.1f} GB host — fits"
                   if not reasons else "does NOT fit (" + "; ".join(reasons) + ")")
-               + f"; {len(fitting)} of {len(plan_table)} runnable plans fit")
+               + f"; {len(fitting)} of {len(plan_table)} runnable plans fit",
+               "" if not reasons else (f"choose a plan that fits from the table above (e.g. {fitting.iloc[0]['plan']}: "
+                                       f"set precision / optimizer / sharding as it says)" if len(fitting) else
+                                       "no plan fits this hardware: a smaller model_preset or more GPUs (gpus_per_node)"))
 if reasons and not cfg.hardware.force_plan:
     # stop the pipeline here: training would only fail later (or run out of memory in hour one)
     raise memory.MemoryBudgetError(f"plan '{plan.name}' does not fit {hw.name}: {'; '.join(reasons)}. Choose a plan "

@@ -37,7 +37,8 @@ gpu_memory_gb: float = 0.0  # memory per device in GB (0 on CPU: host RAM applie
 host_ram_gb: Optional[float] = None  # host RAM of the target machine in GB; None: this machine's
 force_plan: bool = False  # run a plan the memory budget says does not fit (expect out-of-memory errors)
 task: str = "gas_detection"  # what the model learns: gas_detection | habitability (one package each in astrobio_lib/tasks)
-gas_train_draws: int = 8  # noisy training spectra per noiseless spectrum and number of transits (gas-detection task)
+gas_train_draws: int = 8  # training items per noiseless spectrum and epoch, each with fresh noise and N drawn at use (gas-detection task)
+noise_floor: str = "correlated"  # systematic noise floor of the gas-detection spectra (20 ppm per bin): white (independent bins) | correlated (half of it correlated in wavelength; astrobio_lib/data/observing.py)
 max_steps: int = 600  # optimizer steps to run
 micro_batch_size: Union[int, str] = 32  # samples per forward/backward pass, or auto: the largest that fits the memory budget, keeping batch_size
 grad_accum_steps: int = 1  # micro-batches accumulated per optimizer step
@@ -87,6 +88,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from IPython.display import display
 
 from astrobio_lib import config, memory, plots, tasks
 from astrobio_lib.report import completion_marker, data_banner, record_verdict, start_notebook
@@ -95,6 +97,7 @@ from astrobio_lib.train.checkpoint import read_manifest
 from astrobio_lib.train.launch import TrainingInterrupted, run_torchrun, write_params
 from astrobio_lib.train.loop import hardware_for, plan_for, train, with_batch
 from astrobio_lib.train.preemption import INTERRUPTED_EXIT
+from astrobio_lib.train.verdict import training_verdict
 
 cfg = config.from_namespace(globals())
 start_notebook(cfg.run.run_dir, "03_training")  # library logs → run.log; warnings shown as text
@@ -148,14 +151,24 @@ else:
 if result["stopped_because"] == "interrupted":
     raise TrainingInterrupted(f"training interrupted ({result['interrupted_by']}) at step {result['step']}; "
                               f"checkpoint {result['last_checkpoint']}: run the same command again to continue")
-pd.set_option("display.max_colwidth", None)  # full checkpoint paths
-pd.DataFrame({"value": {k: ", ".join(map(str, v)) if isinstance(v, list) else v for k, v in result.items()}})
+shown = {"steps": f"{result['step']} (from {result['start_step']})", "stopped because": result["stopped_because"],
+         "best validation": (f"{result['best_val']:.4f} at step {result['best_step']}" if result.get("best_val") is not None
+                             else "none"),
+         "wall time": f"{result['elapsed_s']:.0f} s", "micro-batch x accumulation":
+         f"{result['micro_batch_size']} x {result['grad_accum_steps']}",
+         "checkpoints": ", ".join(Path(c).name for c in result["checkpoints"]) or "none",
+         "resumed from": Path(result["resumed_from"]).name if result["resumed_from"] else "not resumed",
+         "non-finite steps skipped": result["skipped_steps"],
+         "checkpoint stall": f"{result['checkpoint_stall_s']:.1f} s"}
+pd.DataFrame({"value": shown})
 
 # %% [markdown]
 # ## Curves (from `metrics.jsonl`)
 
 # %%
 records = MetricsLog(run_path / "metrics.jsonl").read()
+print("progress (every line of it is in run.log):")
+display(plots.progress_table(records))
 fig, axes = plt.subplots(2, 2, figsize=(13, 8))
 plots.training_curves(axes.ravel(), records, task.headline_keys, task.headline_label)
 plt.tight_layout()
@@ -165,19 +178,8 @@ plt.show()
 # ## Verdict
 
 # %%
-steps = [r for r in records if "loss" in r]
-k = min(10, max(1, len(steps) // 2))
-first, last = sum(r["loss"] for r in steps[:k]) / k, sum(r["loss"] for r in steps[-k:]) / k
-went_down = last < first
-print(f"training verdict: {result['step']} steps ({result['stopped_because']}), "
-      f"{'resumed from ' + Path(result['resumed_from']).name if result['resumed_from'] else 'not resumed'}; "
-      f"mean loss of the first {k} steps {first:.3f} -> last {k} {last:.3f} ({'down' if went_down else 'NOT down'}); "
-      f"checkpoints: {', '.join(result['checkpoints'])}; non-finite steps skipped: {result['skipped_steps']}")
-record_verdict(cfg.run.run_dir, "03_training",
-               "FAIL" if not result["checkpoints"] or result["stopped_because"] in ("non_finite", "diverged")
-               else "PASS" if went_down else "WARN",
-               f"{result['step']} steps ({result['stopped_because']}); loss {first:.3f} -> {last:.3f} "
-               f"({'down' if went_down else 'NOT down'}); {len(result['checkpoints'])} checkpoints")
+status, finding, action = training_verdict(result, records)
+record_verdict(cfg.run.run_dir, "03_training", status, finding, action)
 if not result["checkpoints"]:
     raise RuntimeError("no checkpoint was written")
 if result["stopped_because"] == "non_finite":

@@ -19,12 +19,18 @@
 # trusted? The run's **task** evaluates its best checkpoint on the test split against its baselines,
 # with its verdict. Every interval is a 95% bootstrap that resamples whole host stars of the test split.
 
+# %%
+from typing import Optional  # the parameters cell's annotations need it
+
 # %% tags=["parameters"]
 run_dir: str = "outputs/notebook_defaults"  # run folder: every product of the run is written here (relative: inside the repo)
 seed: int = 0  # global random seed (data split, init, sampling)
 task: str = "gas_detection"  # what the model learns: gas_detection | habitability (one package each in astrobio_lib/tasks)
 bootstrap_samples: int = 200  # bootstrap resamples (by host) for confidence intervals
 gas_noise_draws: int = 4  # noisy draws per noiseless spectrum and number of transits (gas-detection task's evaluation)
+noise_floor: str = "correlated"  # systematic noise floor of the gas-detection spectra (20 ppm per bin): white (independent bins) | correlated (half of it correlated in wavelength; astrobio_lib/data/observing.py)
+spectra_store: Optional[str] = None  # folder of the shared store of simulated spectra; None: env ASTROBIO_SPECTRA_STORE, else ~/.cache/astrobio/spectra
+simulation_workers: int = -1  # LocalCluster worker processes that simulate spectra (-1: every core; 0: in the notebook's own process)
 
 # %%
 from astrobio_lib import config, evaluate, tasks
@@ -46,7 +52,7 @@ task.show_evaluation(evaluation)
 
 # %%
 print(data_banner(cfg.run.run_dir))
-record_verdict(cfg.run.run_dir, "04_evaluation", evaluation.status, evaluation.headline)
+record_verdict(cfg.run.run_dir, "04_evaluation", evaluation.status, evaluation.headline, evaluation.next_action)
 
 # %% tags=["completion-marker"]
 completion_marker("04_evaluation")

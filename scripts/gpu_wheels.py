@@ -76,6 +76,8 @@ WHEELS = (
     Wheel("xarray", "xarray", "astrobio_lib.data.climate imports it at module level, and the gas dataset's "
                               "catalog features come through astrobio_lib.data.build"),
     Wheel("nvidia-ml-py", "pynvml", "GPU utilisation (torch.cuda.utilization)"),
+    Wheel("zuko", "zuko", "the gas-detection model's posterior flow head (pure Python)"),
+    Wheel("threadpoolctl", "threadpoolctl", "the gas-detection baselines' thread cap (pure Python)"),
 )
 # third-party modules the check's code paths import that are NOT carried: present in the torch + PyG
 # images we target (the H200 machine's image lists every one), too large for the budget, or both

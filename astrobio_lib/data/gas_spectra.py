@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import hashlib
 import io
 import json
@@ -41,6 +42,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import pandas as pd
 
+from astrobio_lib.data import observing as obs
 from astrobio_lib.data import spectra_store as st
 from astrobio_lib.data import transmission as tx
 from astrobio_lib.fsutil import atomic_write, fsync_dir, sha256_file, temp_path
@@ -69,30 +71,63 @@ def feature_snr(row: dict, n_transits: float = 10.0) -> float:
     return float(feature / tx.noise_sigma(star, planet, np.array([2.97, 3.03]), n_transits)[0])
 
 
-def rocky_planets(planets: pd.DataFrame, n: int) -> pd.DataFrame:
+def rocky_planets(planets: pd.DataFrame, n: int, saturation: str = "exclude") -> pd.DataFrame:
     """Returns the ``n`` rocky planets (below the radius gap, one per host star) whose atmospheres
     JWST could best characterise (highest :func:`feature_snr`), with everything the forward and noise
-    models need. Most rocky planets orbit distant Sun-like stars, where a rocky planet's features sit
-    far below the noise floor: only a few dozen host stars (nearby M dwarfs: TRAPPIST-1, Teegarden's
-    Star, Proxima Centauri, ...) give a feature above 1 sigma after 10 transits.
+    models need, their J magnitude and whether NIRSpec PRISM saturates on the host
+    (:mod:`astrobio_lib.data.observing`; ``saturation: exclude`` leaves those hosts out). Most rocky
+    planets orbit distant Sun-like stars, where a rocky planet's features sit far below the noise
+    floor: only a few dozen host stars (nearby M dwarfs: TRAPPIST-1, Teegarden's Star, ...) give a
+    feature above 1 sigma after 10 transits.
 
     Raises:
         ValueError: fewer such host stars than ``n`` (the message gives how many there are).
     """
-    ok = eligible(planets)
+    ok = eligible(planets, saturation)
     if len(ok) < n:
         raise ValueError(f"only {len(ok)} host stars have a rocky planet with radius, period, stellar temperature, "
-                         f"radius and distance in the catalog; asked for {n}")
+                         f"radius and distance in the catalog"
+                         + (" and are fainter than PRISM's bright limit" if saturation == "exclude" else "")
+                         + f"; asked for {n}")
     return ok.head(n).reset_index(drop=True)
 
 
-def eligible(planets: pd.DataFrame) -> pd.DataFrame:
-    """Every rocky planet the gas-detection task can simulate, one per host star, best first."""
+def eligible(planets: pd.DataFrame, saturation: str = "keep") -> pd.DataFrame:
+    """Every rocky planet the gas-detection task can simulate, one per host star, best first, with
+    ``j_mag``, ``j_mag_source`` and ``saturates_prism``; ``saturation: exclude`` drops the hosts PRISM
+    saturates on.
+
+    Raises:
+        ValueError: an unknown ``saturation``.
+    """
+    if saturation not in obs.SATURATION_CHOICES:
+        raise ValueError(f"saturation: {saturation!r}: one of {obs.SATURATION_CHOICES}")
     need = ["pl_rade", "st_teff", "st_rad", "sy_dist", "pl_orbper"]
     ok = planets[(planets["pl_rade"] <= ROCKY_MAX_RADIUS_REARTH) & planets[need].notna().all(axis=1)
                  & (planets["st_teff"] >= 2300) & (planets["st_teff"] <= 7000)].copy()
-    ok["feature_snr_10"] = [feature_snr(r) for r in ok.to_dict("records")]
-    return ok.sort_values(["feature_snr_10", "pl_name"], ascending=[False, True]).drop_duplicates("hostname")
+    records = ok.to_dict("records")
+    ok["feature_snr_10"] = [feature_snr(r) for r in records]
+    j = [obs.j_magnitude(r) for r in records]
+    ok["j_mag"] = [v for v, _ in j]
+    ok["j_mag_source"] = [s for _, s in j]
+    ok["saturates_prism"] = [obs.saturates(r) for r in records]
+    ok = ok.sort_values(["feature_snr_10", "pl_name"], ascending=[False, True]).drop_duplicates("hostname")
+    return ok[~ok["saturates_prism"]] if saturation == "exclude" else ok
+
+
+def saturation_record(planets: pd.DataFrame, chosen: pd.DataFrame, saturation: str) -> dict[str, Any]:
+    """What a set records of the bright limit: the mode, the limit, the saturating hosts left out
+    (those that would have been chosen) and the saturating hosts kept."""
+    every = eligible(planets, "keep")
+    left_out = []
+    if saturation == "exclude":
+        # the saturating hosts ranked above the last chosen planet: the ones the limit displaced
+        last = chosen["feature_snr_10"].min() if len(chosen) else np.inf
+        left_out = every[every["saturates_prism"] & (every["feature_snr_10"] >= last)]["hostname"].tolist()
+    kept = chosen[chosen["saturates_prism"]]["hostname"].tolist() if "saturates_prism" in chosen else []
+    return {"mode": saturation, "limit_j_mag": obs.PRISM_SATURATION_J, "instrument": "NIRSpec PRISM BOTS SUB512",
+            "source": "Birkmann et al. 2022, A&A 661, A83; JWST User Documentation (ETC for a given target)",
+            "excluded_hosts": left_out, "saturating_hosts_kept": kept}
 
 
 class ChunkedDepth:
@@ -186,6 +221,24 @@ class GasSpectra:
         per_transit = self.planet_sigma_transit[self.planet if rows is None else self.planet[np.asarray(rows)]]
         return np.sqrt(per_transit**2 / n_transits + (self.manifest["generator"]["noise_floor_ppm"] * 1e-6) ** 2)
 
+    @functools.cached_property
+    def latent(self) -> np.ndarray:
+        """[n, gases + 1] the *latent* values of every spectrum: log10 VMR of each gas — its abundance
+        where present, else the abundance it would have had, drawn from its prior (it changes no
+        spectrum) — and log10 cloud-top pressure (the deck's, else drawn between its prior's bounds).
+        What the retrieval posterior is trained on and the oracle's absent-gas companions use. The
+        draws are fixed per set (from its seed and key), so every reader gets the same values."""
+        n = len(self.present)
+        key = str(self.manifest.get("cache_key") or "0")
+        rng = np.random.default_rng([int(self.manifest.get("seed", 0)), 0x1A7E47, int(key[:12], 16) if
+                                     all(c in "0123456789abcdef" for c in key[:12]) else 0])
+        lo, hi = np.array([tx.VMR_PRIORS[g] for g in tx.GASES]).T
+        drawn = rng.uniform(lo, hi, size=(n, len(tx.GASES)))
+        vmr = np.where(self.present, self.log10_vmr, drawn)
+        cloud_draw = rng.uniform(tx.LOG10_CLOUD_TOP_MIN_PA, self.log10_surface_pressure_pa)
+        cloud = np.where(np.isfinite(self.log10_cloud_top_pa), self.log10_cloud_top_pa, cloud_draw)
+        return np.column_stack([vmr, cloud])
+
     def catalog_features(self) -> np.ndarray:
         """[n, k] the planet's catalog columns (:data:`CATALOG_FEATURES`; a column no planet has —
         e.g. in the synthetic catalog — is left out)."""
@@ -193,12 +246,42 @@ class GasSpectra:
         return x[:, ~np.all(np.isnan(x), axis=0)][self.planet]
 
 
-def noisy(ds: GasSpectra, rows: np.ndarray, n_transits: float, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def noise(ds: GasSpectra, rows: np.ndarray, n_transits: np.ndarray | float, z_photon: np.ndarray,
+          z_floor: np.ndarray, floor: str = "white") -> np.ndarray:
+    """Noise [len(rows), bins] from standard normals: photon noise of each row's star after
+    ``n_transits`` (per row or one value) plus the systematic floor of model ``floor``
+    (:mod:`astrobio_lib.data.observing`)."""
+    per_transit = ds.planet_sigma_transit[ds.planet[np.asarray(rows, dtype=int)]]
+    n = np.broadcast_to(np.asarray(n_transits, dtype=float), (len(per_transit),))[:, None]
+    return z_photon * per_transit / np.sqrt(n) + floor_noise(ds, floor).draw(z_floor)
+
+
+@functools.lru_cache(maxsize=8)
+def _floor_noise(wavelength: tuple[float, ...], floor: str, floor_ppm: float) -> obs.FloorNoise:
+    return obs.FloorNoise(np.array(wavelength), floor, floor_ppm)
+
+
+def floor_noise(ds: GasSpectra, floor: str) -> obs.FloorNoise:
+    """The floor model ``floor`` on the set's wavelengths (its recorded floor amplitude)."""
+    return _floor_noise(tuple(ds.wavelength_um.tolist()), floor, float(ds.manifest["generator"]["noise_floor_ppm"]))
+
+
+def covariance(ds: GasSpectra, planet: int, n_transits: float, floor: str = "white") -> np.ndarray:
+    """[bins, bins] the noise covariance of a spectrum of planet ``planet`` after ``n_transits``."""
+    return np.diag(ds.planet_sigma_transit[planet] ** 2 / n_transits) + floor_noise(ds, floor).covariance
+
+
+def noisy(ds: GasSpectra, rows: np.ndarray, n_transits: float, draws: int, seed: int,
+          floor: str = "white") -> tuple[np.ndarray, np.ndarray]:
     """Returns (noisy depths [len(rows) * draws, bins], the noiseless row of each) — Gaussian noise
-    of the per-bin sigma after ``n_transits`` transits, ``draws`` independent draws per spectrum."""
+    after ``n_transits`` transits (:func:`noise`, floor model ``floor``), ``draws`` independent draws
+    per spectrum, from ``seed``. The white model's draws are those of every earlier version."""
     rng = np.random.default_rng(seed)
     rep = np.repeat(np.asarray(rows, dtype=int), draws)
-    return ds.depth[rep] + rng.standard_normal((len(rep), ds.depth.shape[1])) * ds.sigma(n_transits, rep), rep
+    z = rng.standard_normal((len(rep), ds.depth.shape[1]))
+    if floor == "white":  # one normal per bin with the bin's total sigma: the draws of earlier versions
+        return ds.depth[rep] + z * ds.sigma(n_transits, rep), rep
+    return ds.depth[rep] + noise(ds, rep, n_transits, z, rng.standard_normal(z.shape), floor), rep
 
 
 # --------------------------------------------------------------------------- the run's set
@@ -213,13 +296,14 @@ def set_key(planet_keys: list[str], atmospheres_per_planet: int) -> str:
 
 def build_or_load(folder: Path, planets: pd.DataFrame, atmospheres_per_planet: int, seed: int,
                   progress: Optional[Callable[[int, int], None]] = None, catalog: Optional[dict[str, Any]] = None,
-                  store: Optional[str | Path] = None, workers: int = -1, scheduler: Optional[str] = None
-                  ) -> tuple[GasSpectra, bool]:
+                  store: Optional[str | Path] = None, workers: int = -1, scheduler: Optional[str] = None,
+                  saturation: Optional[dict[str, Any]] = None) -> tuple[GasSpectra, bool]:
     """Returns (the spectra of ``planets`` x ``atmospheres_per_planet``, whether nothing had to be
     generated): the store's missing (or corrupt) chunks are generated first (:mod:`.spectra_store`:
     ``workers`` LocalCluster processes, -1 every core, 0 this process; or the Dask ``scheduler``),
     then the run's set in ``folder`` is written (planets, truths, then the manifest, atomically) and
-    loaded back with every digest checked. ``catalog`` (the catalog's provenance) is recorded.
+    loaded back with every digest checked. ``catalog`` (the catalog's provenance) and ``saturation``
+    (:func:`saturation_record`) are recorded in the manifest.
 
     Raises:
         spectra_store.GenerationInterrupted: SIGTERM / SIGINT during generation (finished chunks kept).
@@ -233,17 +317,20 @@ def build_or_load(folder: Path, planets: pd.DataFrame, atmospheres_per_planet: i
     stats = st.GenerationStats(spectra_total=len(rows) * atmospheres_per_planet)
     if missing:
         stats = st.run_generation(rows, atmospheres_per_planet, seed, spectra, workers, scheduler, progress)
-    elif progress:
-        progress(stats.spectra_total, stats.spectra_total)
+    else:
+        log.info("spectra store %s: all %d spectra (%d planets x %d atmospheres) present and verified: reused",
+                 spectra.base, stats.spectra_total, len(rows), atmospheres_per_planet)
+        if progress:
+            progress(stats.spectra_total, stats.spectra_total)
     key = set_key([e.key for e in entries], atmospheres_per_planet)
     write_set(folder, spectra, planets, [spectra.entry(r, seed, identity) for r in rows], atmospheres_per_planet,
-              seed, key, identity, stats, catalog)
+              seed, key, identity, stats, catalog, saturation)
     return load(folder), not missing
 
 
 def write_set(folder: Path, spectra: st.SpectraStore, planets: pd.DataFrame, entries: list[st.PlanetEntry], n: int,
               seed: int, key: str, identity: dict[str, Any], stats: st.GenerationStats,
-              catalog: Optional[dict[str, Any]]) -> Path:
+              catalog: Optional[dict[str, Any]], saturation: Optional[dict[str, Any]] = None) -> Path:
     """Writes a run's set: ``planets.parquet`` and ``truths.npz`` (atomically), then ``manifest.json``
     (atomically, last) with the store, every chunk used and every digest."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -286,7 +373,8 @@ def write_set(folder: Path, spectra: st.SpectraStore, planets: pd.DataFrame, ent
                 "cache_key": key, "seed": seed, "atmospheres_per_planet": n, "n_spectra": offset,
                 "n_planets": len(entries), "store": str(spectra.base), "planets_index": index, "chunks": chunks,
                 "generator": tx.describe(), "opacities": op, "identity": identity, "files": files,
-                "generation": stats.to_dict(), **({"catalog": catalog} if catalog is not None else {})}
+                "generation": stats.to_dict(), **({"catalog": catalog} if catalog is not None else {}),
+                **({"saturation": saturation} if saturation is not None else {})}
     atomic_write(folder / "manifest.json", json.dumps(manifest, indent=1, default=str))
     for old in folder.glob("*-*.*"):  # files of an earlier set that no manifest names any more
         if old.name not in {f["file"] for f in files.values()} and old.name.startswith(("planets-", "truths-")):
@@ -387,6 +475,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     gen.add_argument("--gas-planets", type=int, default=40, help="rocky planets (one per host star), as gas_planets")
     gen.add_argument("--atmospheres", type=int, default=10, help="atmospheres per planet, as gas_atmospheres")
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--saturation", choices=obs.SATURATION_CHOICES, default="exclude",
+                     help="hosts NIRSpec PRISM saturates on (J < 10.5): exclude (default) or keep, as the parameter")
     gen.add_argument("--catalog", default="snapshot", help="catalog_source: snapshot | auto | archive | file")
     gen.add_argument("--catalog-path", default=None)
     gen.add_argument("--store", default=None, help=f"store folder (default: env {st.ENV_STORE} or the user cache)")
@@ -401,7 +491,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from astrobio_lib.data import catalog
 
     planets, provenance = catalog.load_catalog(args.catalog, args.catalog_path)
-    rows = rocky_planets(planets, args.gas_planets)
+    rows = rocky_planets(planets, args.gas_planets, args.saturation)
     store = st.SpectraStore(args.store)
     try:
         stats = st.generate_missing(store, rows.to_dict("records"), args.atmospheres, args.seed, args.workers,
@@ -414,7 +504,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         with tempfile.TemporaryDirectory() as tmp:
             ds, _ = build_or_load(Path(tmp) / "set", rows, args.atmospheres, args.seed, store=args.store, workers=0,
-                                  catalog=provenance.to_dict())
+                                  catalog=provenance.to_dict(),
+                                  saturation=saturation_record(planets, rows, args.saturation))
             save(ds, Path(args.export))
     print(json.dumps({"store": str(store.base), "catalog": provenance.source, **stats.to_dict()}))
     return 0

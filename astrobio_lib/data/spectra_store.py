@@ -75,7 +75,7 @@ PLANET_COLUMNS = ("pl_name", "hostname", "pl_rade", "pl_bmasse", "pl_orbsmax", "
 ARRAYS = ("depth", "present", "log10_vmr", "temperature_k", "log10_surface_pressure_pa", "log10_cloud_top_pa")
 _CHUNK = re.compile(r"^a(\d{6})-(\d{6})\.npz$")
 INTERRUPTED_EXIT = 75
-# the environment of LocalCluster workers (see _generate_dask); on your own cluster, do not set
+# the environment of LocalCluster workers (see run_tasks); on your own cluster, do not set
 # MALLOC_TRIM_THRESHOLD_ on the workers either
 WORKER_ENVIRONMENT = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
 
@@ -188,13 +188,7 @@ class PlanetEntry:
 
     def verified(self, chunk: Chunk) -> Optional[str]:
         """Why a chunk is unusable (digest mismatch), or None."""
-        side = chunk.path.with_name(chunk.name + ".sha256")
-        try:
-            expected = side.read_text().split()[0]
-        except (OSError, IndexError):
-            return "has no readable .sha256 beside it"
-        actual = sha256_file(chunk.path)
-        return None if actual == expected else f"sha256 {actual[:12]}… != recorded {expected[:12]}…"
+        return verified(chunk.path)
 
     def plan(self, n: int, check: bool = True) -> tuple[list[Chunk], list[tuple[int, int]]]:
         """(valid chunks covering atmospheres 0..n-1 in order, missing ranges to generate — each at
@@ -240,6 +234,17 @@ class PlanetEntry:
         return path
 
 
+def verified(path: Path) -> Optional[str]:
+    """Why a published file of the store is unusable (no sidecar, digest mismatch), or None."""
+    side = path.with_name(path.name + ".sha256")
+    try:
+        expected = side.read_text().split()[0]
+    except (OSError, IndexError):
+        return "has no readable .sha256 beside it"
+    actual = sha256_file(path)
+    return None if actual == expected else f"sha256 {actual[:12]}… != recorded {expected[:12]}…"
+
+
 def read_chunk(path: Path, expected: Optional[str] = None) -> dict[str, np.ndarray]:
     """A chunk's arrays, after checking its sha256 (``expected``: the run's record; else its sidecar).
 
@@ -259,7 +264,7 @@ def read_chunk(path: Path, expected: Optional[str] = None) -> dict[str, np.ndarr
         raise StoreCorrupt(f"store chunk {path} is corrupt: sha256 {actual} but {expected} was recorded — run "
                            f"01_data_validation again: it deletes and regenerates the chunk")
     with np.load(io.BytesIO(data)) as z:
-        return {k: z[k] for k in ARRAYS}
+        return {k: z[k] for k in z.files}
 
 
 class SpectraStore:
@@ -381,16 +386,15 @@ def generate_missing(store: SpectraStore, rows: Sequence[dict[str, Any]], n: int
         if _main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, on_signal)
+        tasks = [(compute_chunk, (row, entry.key, seed, a, b)) for row, entry, a, b in jobs]
+
+        def publish(k: int, arrays: dict[str, np.ndarray]) -> None:
+            _, entry, a, b = jobs[k]
+            entry.write_chunk(a, b, arrays)
+            _count(stats, reporter, b - a, t0)
+
         try:
-            if workers == 0 and not scheduler:
-                stats.engine, stats.workers = "in-process", 1
-                for row, entry, a, b in jobs:
-                    if stop["reason"]:
-                        break
-                    entry.write_chunk(a, b, compute_chunk(row, entry.key, seed, a, b))
-                    _count(stats, reporter, b - a, t0)
-            else:
-                _generate_dask(jobs, seed, workers, scheduler, stats, reporter, stop, t0)
+            run_tasks(tasks, publish, workers, scheduler, stats, stop)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -419,9 +423,19 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _generate_dask(jobs, seed: int, workers: int, scheduler: Optional[str], stats: GenerationStats,
-                   reporter: _Reporter, stop: dict, t0: float) -> None:
-    """Runs the jobs as Dask tasks; the driver (this process) publishes each chunk as it completes."""
+def run_tasks(tasks: Sequence[tuple[Callable, tuple]], publish: Callable[[int, Any], None], workers: int,
+              scheduler: Optional[str], stats: GenerationStats, stop: dict) -> None:
+    """Runs ``fn(*args)`` for every task — here when ``workers`` is 0 and there is no scheduler, else
+    as Dask tasks on ``scheduler`` or a LocalCluster — and calls ``publish(k, result)`` in this
+    process as each finishes (so results are written by one process). Stops early when
+    ``stop["reason"]`` is set (a signal handler sets it)."""
+    if workers == 0 and not scheduler:
+        stats.engine, stats.workers = "in-process", 1
+        for k, (fn, args) in enumerate(tasks):
+            if stop["reason"]:
+                break
+            publish(k, fn(*args))
+        return
     import dask
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -436,18 +450,15 @@ def _generate_dask(jobs, seed: int, workers: int, scheduler: Optional[str], stat
         # TauREx, which allocates and frees large arrays per layer, ran 3.7x slower with it (2.4 vs 8.8
         # spectra/s in one process, measured)
         with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRONMENT}):
-            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=logging.WARNING)
+            cluster = LocalCluster(n_workers=min(n_workers, max(len(tasks), 1)), threads_per_worker=1,
+                                   processes=True, dashboard_address=None, silence_logs=logging.WARNING)
         client = Client(cluster)
         stats.engine = "dask LocalCluster"
     try:
         stats.workers = len(client.scheduler_info().get("workers", {})) or (workers if workers > 0 else 0)
-        futures = {client.submit(compute_chunk, row, entry.key, seed, a, b, pure=False): (entry, a, b)
-                   for row, entry, a, b in jobs}
+        futures = {client.submit(fn, *args, pure=False): k for k, (fn, args) in enumerate(tasks)}
         for future in as_completed(futures):
-            entry, a, b = futures[future]
-            entry.write_chunk(a, b, future.result())
-            _count(stats, reporter, b - a, t0)
+            publish(futures[future], future.result())
             if stop["reason"]:
                 for f in futures:
                     f.cancel()
@@ -483,16 +494,29 @@ def run_generation(rows: Sequence[dict[str, Any]], n: int, seed: int, store: Spe
         GenerationInterrupted: the child was stopped (exit 75).
         RuntimeError: the generation failed (its last lines in the message).
     """
-    import tempfile
-
     if workers == 0 and not scheduler:  # nothing to spawn: generate here
         return generate_missing(store, rows, n, seed, 0, None, progress)
+    job = {"kind": "chunks", "rows": [planet_record(r) for r in rows], "n": n, "seed": seed, "store": str(store.root),
+           "workers": workers, "scheduler": scheduler}
+    return GenerationStats(**{k: v for k, v in run_child(job, progress, timeout_s).items() if k != "spectra_per_s"})
+
+
+def run_child(job: dict[str, Any], progress: Optional[Callable[[int, int], None]] = None,
+              timeout_s: Optional[float] = None, module: str = __name__) -> dict[str, Any]:
+    """Runs a generation ``job`` (a JSON-able dict) in a child process, ``python -m <module> run-job``
+    (this module's chunks, or :mod:`astrobio_lib.data.companions`); returns its statistics. Its
+    progress lines reach ``progress`` and the log; SIGTERM / SIGINT to this process are passed on.
+
+    Raises:
+        GenerationInterrupted: the child was stopped (exit 75).
+        RuntimeError: the generation failed (its last lines in the message).
+    """
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="astrobio-gen-") as tmp:
         spec = Path(tmp) / "job.json"
-        spec.write_text(json.dumps({"rows": [planet_record(r) for r in rows], "n": n, "seed": seed,
-                                    "store": str(store.root), "workers": workers, "scheduler": scheduler,
-                                    "stats": str(Path(tmp) / "stats.json")}))
-        cmd = [sys.executable, "-m", "astrobio_lib.data.spectra_store", "run-job", str(spec)]
+        spec.write_text(json.dumps({**job, "stats": str(Path(tmp) / "stats.json")}))
+        cmd = [sys.executable, "-m", module, "run-job", str(spec)]
         tail: list[str] = []
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -526,34 +550,38 @@ def run_generation(rows: Sequence[dict[str, Any]], n: int, seed: int, store: Spe
                                         "command again to generate only what is missing")
         if code != 0:
             raise RuntimeError(f"spectra generation failed (exit {code}):\n" + "\n".join(tail))
-        stats = json.loads((Path(tmp) / "stats.json").read_text())
-        return GenerationStats(**{k: v for k, v in stats.items() if k != "spectra_per_s"})
+        return json.loads((Path(tmp) / "stats.json").read_text())
 
 
-def _run_job(path: str) -> int:
-    job = json.loads(Path(path).read_text())
+def job_main(argv: Optional[Iterable[str]], runner: Callable[[dict], dict], prog: str) -> int:
+    """The child side of :func:`run_child`: ``run-job JOB.json`` runs ``runner(job)`` and writes its
+    statistics where the job says; exit 75 when a signal stopped it (the finished parts are kept)."""
+    parser = argparse.ArgumentParser(prog=prog, description="the child process of a generation (run_child)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run-job", help="generate what a job file asks for").add_argument("path")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S", stream=sys.stdout)
+    tx.quiet_taurex()
+    job = json.loads(Path(args.path).read_text())
     try:
-        stats = generate_missing(SpectraStore(job["store"]), job["rows"], job["n"], job["seed"], job["workers"],
-                                 job["scheduler"])
+        stats = runner(job)
     except GenerationInterrupted as exc:
         print(f"GenerationInterrupted: {exc}", flush=True)
         return INTERRUPTED_EXIT
-    Path(job["stats"]).write_text(json.dumps(stats.to_dict()))
+    Path(job["stats"]).write_text(json.dumps(stats))
     return 0
+
+
+def _generate_job(job: dict) -> dict:
+    return generate_missing(SpectraStore(job["store"]), job["rows"], job["n"], job["seed"], job["workers"],
+                            job["scheduler"]).to_dict()
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
     """The child process of :func:`run_generation` (``run-job JOB.json``); users run
     ``python -m astrobio_lib.data.gas_spectra generate``."""
-    parser = argparse.ArgumentParser(prog="python -m astrobio_lib.data.spectra_store", description=main.__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    job = sub.add_parser("run-job", help="generate what a job file asks for (run by run_generation)")
-    job.add_argument("path")
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%Y-%m-%d %H:%M:%S", stream=sys.stdout)
-    tx.quiet_taurex()
-    return _run_job(args.path)
+    return job_main(argv, _generate_job, "python -m astrobio_lib.data.spectra_store")
 
 
 if __name__ == "__main__":

@@ -407,8 +407,14 @@ def activation_bytes(cfg, plan: Plan, batch: BatchShape, cuda: bool = False) -> 
     f = cfg.fusion
     tok = 1 + len(cfg.modalities)
     fusion_layer = b * tok * (low_b * 14 * f.d_model + 4 * (2 * f.d_model + 4 + 2 * f.n_heads))
-    spec = b * (f.spectrum_bins * 4 + 3 * f.spectrum_channels * f.spectrum_bins * 4
-                + f.spectrum_channels * SPECTRUM_POSITIONS * 4) if cfg.has("spectrum") else 0.0
+    if not cfg.has("spectrum"):
+        spec = 0.0
+    elif f.spectrum_encoder == "mlp":  # input, each hidden layer (pre- and post-GELU, dropout mask)
+        spec = b * ((f.spectrum_bins + f.spectrum_context) * 4
+                    + f.spectrum_layers * (2 + (1 if f.spectrum_dropout else 0)) * f.spectrum_hidden * 4)
+    else:
+        spec = b * (f.spectrum_bins * 4 + 3 * f.spectrum_channels * f.spectrum_bins * 4
+                    + (f.spectrum_channels * SPECTRUM_POSITIONS + f.spectrum_context) * 4)
     small = b * (2 * f.catalog_features * 4 + 2 * f.d_model * 4) + b * tok * f.d_model * 4 * 4
     lm_loss = loss_elems * 4 + b * (s - 1) * 8 if cfg.has("text") else 0.0  # fp32 log-softmax + int64 targets
     heads = b * (f.d_model + (cfg.heads.n_outputs if cfg.heads is not None else 0)) * 4
@@ -465,7 +471,7 @@ def input_bytes(cfg, batch: BatchShape) -> float:
     if cfg.has("graph"):
         per_sample += batch.graph_nodes * (cfg.graph.node_features * 4 + 8) + batch.graph_edges * 16
     if cfg.has("spectrum"):
-        per_sample += cfg.fusion.spectrum_bins * 4
+        per_sample += (cfg.fusion.spectrum_bins + cfg.fusion.spectrum_context) * 4
     return b * per_sample
 
 

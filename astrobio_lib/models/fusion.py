@@ -19,6 +19,7 @@ graph              torch_geometric Batch or None               graphs of the sam
 has_graph          bool  [B]                                   metabolic graph present
 spectrum           float [B, spectrum_bins]                    transmission spectrum (standardised)
 has_spectrum       bool  [B]                                   spectrum present
+spectrum_context   float [B, spectrum_context]                 values beside the spectrum (only when configured)
 text_ids           int64 [B, T]                                token ids
 text_mask          bool  [B, T]                                True on real tokens
 has_text           bool  [B]                                   text present
@@ -64,6 +65,17 @@ class FusionConfig:
     """spectrum length"""
     spectrum_channels: int = 16
     """channels of the spectrum 1D CNN"""
+    spectrum_encoder: str = "cnn"
+    """cnn (1D CNN keeping 16 wavelength positions) | mlp (an MLP over every bin)"""
+    spectrum_hidden: int = 256
+    """width of the spectrum MLP's two hidden layers"""
+    spectrum_context: int = 0
+    """per-spectrum context values given to the spectrum encoder beside the bins (batch key
+    ``spectrum_context``; e.g. the number of transits)"""
+    spectrum_dropout: float = 0.0
+    """dropout after each hidden layer of the spectrum MLP"""
+    spectrum_layers: int = 2
+    """hidden layers of the spectrum MLP"""
     dropout: float = 0.0
     """dropout in the fusion transformer"""
 
@@ -134,20 +146,39 @@ class CatalogEncoder(nn.Module):
 
 
 class SpectrumEncoder(nn.Module):
-    """1D CNN over the transmission spectrum -> one token. The pooling keeps
-    :data:`SPECTRUM_POSITIONS` positions along the wavelength axis: which gas absorbs is told by
-    *where* the feature is, which a global average would throw away."""
+    """Transmission spectrum (and ``context`` values, e.g. the number of transits) -> one token.
 
-    def __init__(self, channels: int, d_model: int):
+    - ``cnn``: a 1D CNN whose pooling keeps :data:`SPECTRUM_POSITIONS` positions along the wavelength
+      axis (which gas absorbs is told by *where* the feature is, which a global average would throw
+      away); the context joins before the last linear layer.
+    - ``mlp``: ``spectrum_layers`` hidden layers of ``spectrum_hidden`` over every bin and the context —
+      a band is a weighted sum of bins, which the first layer can learn for every gas at once.
+    """
+
+    def __init__(self, cfg: FusionConfig, d_model: int):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv1d(1, channels, 5, padding=2), nn.GELU(),
-            nn.Conv1d(channels, channels, 5, stride=2, padding=2), nn.GELU(),
-            nn.AdaptiveAvgPool1d(SPECTRUM_POSITIONS), nn.Flatten(),
-            nn.Linear(channels * SPECTRUM_POSITIONS, d_model))
+        self.kind, bins, ctx = cfg.spectrum_encoder, cfg.spectrum_bins, cfg.spectrum_context
+        if self.kind == "mlp":
+            h, p = cfg.spectrum_hidden, cfg.spectrum_dropout
+            layers: list[nn.Module] = []
+            for k in range(cfg.spectrum_layers):
+                layers += [nn.Linear(bins + ctx if k == 0 else h, h), nn.GELU()] + ([nn.Dropout(p)] if p else [])
+            self.net = nn.Sequential(*layers, nn.Linear(h, d_model))
+        elif self.kind == "cnn":
+            c = cfg.spectrum_channels
+            self.net = nn.Sequential(
+                nn.Conv1d(1, c, 5, padding=2), nn.GELU(),
+                nn.Conv1d(c, c, 5, stride=2, padding=2), nn.GELU(),
+                nn.AdaptiveAvgPool1d(SPECTRUM_POSITIONS), nn.Flatten())
+            self.out = nn.Linear(c * SPECTRUM_POSITIONS + ctx, d_model)
+        else:
+            raise ValueError(f"FusionConfig.spectrum_encoder {self.kind!r}: cnn | mlp")
 
-    def forward(self, spectrum: torch.Tensor) -> torch.Tensor:
-        return self.net(spectrum.unsqueeze(1))
+    def forward(self, spectrum: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.kind == "mlp":
+            return self.net(spectrum if context is None else torch.cat([spectrum, context.to(spectrum.dtype)], -1))
+        h = self.net(spectrum.unsqueeze(1))
+        return self.out(h if context is None else torch.cat([h, context.to(h.dtype)], -1))
 
 
 def masked_mean(values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -175,7 +206,7 @@ class MultimodalModel(nn.Module):
             self.graph_encoder = GraphVAE(cfg.graph)
             self.graph_proj = nn.Linear(cfg.graph.latent, d)
         if cfg.has("spectrum"):
-            self.spectrum_encoder = SpectrumEncoder(cfg.fusion.spectrum_channels, d)
+            self.spectrum_encoder = SpectrumEncoder(cfg.fusion, d)
         if cfg.has("text"):
             self.text_encoder = DecoderLM(cfg.llm)
             self.text_proj = nn.Linear(cfg.llm.hidden, d)
@@ -256,10 +287,16 @@ class MultimodalModel(nn.Module):
 
         if self.cfg.has("spectrum"):
             has = batch["has_spectrum"]
+            ctx = batch.get("spectrum_context") if self.cfg.fusion.spectrum_context else None
+            if ctx is None and self.cfg.fusion.spectrum_context:
+                raise ValueError(f"the spectrum encoder takes {self.cfg.fusion.spectrum_context} context values "
+                                 f"per spectrum: the batch has no 'spectrum_context'")
             if has.any():
-                tokens = self._place(tokens, self.slots["spectrum"], has, self.spectrum_encoder(batch["spectrum"][has]))
+                tokens = self._place(tokens, self.slots["spectrum"], has,
+                                     self.spectrum_encoder(batch["spectrum"][has], None if ctx is None else ctx[has]))
             elif self.run_all_encoders:
-                keepalive = keepalive + 0.0 * self.spectrum_encoder(batch["spectrum"][stand_in]).sum()
+                keepalive = keepalive + 0.0 * self.spectrum_encoder(
+                    batch["spectrum"][stand_in], None if ctx is None else ctx[stand_in]).sum()
             missing[:, self.slots["spectrum"]] = ~has
 
         if self.cfg.has("text"):

@@ -51,6 +51,8 @@ def synthetic_batch(cfg: MultimodalConfig, batch_size: int = 4, seq_len: int = 1
     if cfg.has("spectrum"):
         batch["spectrum"] = torch.randn(batch_size, f.spectrum_bins, generator=gen)
         batch["has_spectrum"] = ~absent["spectrum"]
+        if f.spectrum_context:
+            batch["spectrum_context"] = torch.rand(batch_size, f.spectrum_context, generator=gen) * 2 - 1
     if cfg.has("text"):
         text_mask = torch.ones(batch_size, seq_len, dtype=torch.bool)
         text_mask[:, seq_len - 3:] = False  # some padding

@@ -39,6 +39,7 @@ class DataReport:
     status: str
     headline: str
     details: dict[str, Any] = field(default_factory=dict)
+    next_action: str = ""  # what to change or run when the status is not PASS
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Evaluation:
     status: str
     headline: str
     details: dict[str, Any] = field(default_factory=dict)
+    next_action: str = ""  # what to change or run when the status is not PASS
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,9 @@ class TaskSpec:
     check_data: Optional[Callable[[Any, Path], Optional[str]]] = None
     """(cfg, data_dir) -> why the prepared data does not verify (missing, corrupt), or None: a completed
     notebook 01 whose data does not verify is run again"""
+    results: Optional[Callable[[Path], dict[str, Any]]] = None
+    """(run_dir) -> the run's headline numbers for index.html and the README (from the files its
+    evaluation wrote): ``{"finding": str, "tables": {title: [row dicts]}, "numbers": {name: value}}``"""
     description: str = ""
 
     def headline(self, losses: dict[str, float], prefix: str = "") -> float:

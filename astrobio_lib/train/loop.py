@@ -377,16 +377,18 @@ def train(cfg: Config, data_dir: Optional[str | Path] = None) -> TrainResult:
 
 class _Lookahead(torch.utils.data.Sampler):
     """Yields the micro-batch indices the training order will produce next, from a copy of its
-    position: the loader can collate ahead without advancing the order that a checkpoint saves."""
+    position: the loader can collate ahead without advancing the order that a checkpoint saves.
+    With ``keyed`` (a dataset whose items depend on the epoch, e.g. fresh noise per use) it yields
+    ``(epoch, index)`` pairs."""
 
-    def __init__(self, order: ResumableOrder, max_epochs: int):
-        self.order, self.max_epochs = copy.deepcopy(order), max_epochs
+    def __init__(self, order: ResumableOrder, max_epochs: int, keyed: bool = False):
+        self.order, self.max_epochs, self.keyed = copy.deepcopy(order), max_epochs, keyed
         self.issued: collections.deque[list[int]] = collections.deque()
 
     def __iter__(self):
-        for indices, _ in self.order.epochs(self.max_epochs):
+        for indices, epoch in self.order.epochs(self.max_epochs):
             self.issued.append(indices)
-            yield indices
+            yield [(epoch, i) for i in indices] if self.keyed else indices
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -403,10 +405,11 @@ class InputPipeline:
     ``num_workers`` worker processes ahead of the step (``prefetch_factor`` 4 per worker; 0 workers:
     collated in this process when needed), in pinned memory on CUDA so ``to_device``'s
     ``non_blocking`` copies overlap the host. Each batch is checked against the indices the real
-    order hands out, so a resumed run consumes exactly the samples it would have."""
+    order hands out, so a resumed run consumes exactly the samples it would have. A dataset with
+    ``keyed_by_epoch`` true is indexed by ``(epoch, index)``."""
 
     def __init__(self, dataset, collate, order: ResumableOrder, max_epochs: int, num_workers: int, device):
-        self.sampler = _Lookahead(order, max_epochs)
+        self.sampler = _Lookahead(order, max_epochs, keyed=bool(getattr(dataset, "keyed_by_epoch", False)))
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=self.sampler, collate_fn=collate, num_workers=num_workers,
             pin_memory=torch.device(device).type == "cuda", prefetch_factor=4 if num_workers else None,
@@ -457,7 +460,9 @@ def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
     stopped = "max_steps"
     divergence_warnings = 0
     last_ckpt_time = time.monotonic()
-    window_t, window_samples = time.monotonic(), 0
+    window_t, window_samples, window_paused = time.monotonic(), 0, 0.0
+    loop_t0, loop_step0 = time.monotonic(), state.step
+    milestone = {"decile": (10 * state.step) // max(t.max_steps, 1)}
     stream = state.order.epochs(t.max_epochs)
     inputs = InputPipeline(s.data.train, s.collate, state.order, t.max_epochs, t.num_workers, device)
     counters.setdefault("loss_window", [])
@@ -527,8 +532,14 @@ def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
             bar.update(1)
         if step % t.log_every_steps == 0 or step == t.max_steps:
             now = time.monotonic()
-            rate = window_samples / max(now - window_t, 1e-9)
-            eta = (t.max_steps - step) * (now - window_t) / max(1, window_samples / (n_step * info.world_size))
+            # samples/s over the training steps of the window (validation and checkpoint time left out, so the
+            # rate does not swing with them); the ETA from this process's average time per step, everything
+            # included (it does not jump when a window held a validation)
+            rate = window_samples / max(now - window_t - window_paused, 1e-9)
+            eta = (t.max_steps - step) * (now - loop_t0) / max(1, step - loop_step0)
+            decile = (10 * step) // max(t.max_steps, 1)
+            is_milestone = decile > milestone["decile"] or step == t.max_steps
+            milestone["decile"] = max(decile, milestone["decile"])
             achieved = rate * s.flops_per_sample
             util = memory.mfu(rate, s.flops_per_sample, s.peak_flops)
             units = [f"{rate:.1f} samples/s"]
@@ -539,12 +550,12 @@ def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
                              + (f"{100 * util:.1f}%" if util is not None else "n/a (unknown GPU)"))
             log.info("step %d/%d | epoch %d | loss %.4f | %s %.4f | lr %.2e | grad norm %.3f | %s | ETA %.0f s", step,
                      t.max_steps, epoch, sums["loss"], s.spec.headline_label, s.spec.headline(sums), record["lr"],
-                     grad_norm, " | ".join(units), eta)
+                     grad_norm, " | ".join(units), eta, extra={"milestone": is_milestone})
             metrics.write({"step": step, "samples_per_s": rate,
                            **({"tokens_per_s": rate * s.data.text_len} if s.data.text_len else {}),
                            **({"model_tflops_per_s": achieved / 1e12} if device.type == "cuda" else {}),
                            **({"mfu": util} if util is not None else {})})
-            window_t, window_samples = now, 0
+            window_t, window_samples, window_paused = now, 0, 0.0
         if step % t.memory_every_steps == 0:
             stats = tracking.memory_stats()
             metrics.write({"step": step, **stats})
@@ -575,6 +586,7 @@ def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
                 stopped = "diverged"
                 break
         improved = False
+        paused_from = time.monotonic()
         if step % t.val_every_steps == 0 and len(s.data.val):
             val = validate(model, s.data.val, s.collate, t.micro_batch_size, device, t.precision)
             metrics.write({"step": step, **val})
@@ -592,6 +604,7 @@ def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
         if due:
             last_checkpoint = save_checkpoint(best=improved)
             last_ckpt_time = time.monotonic()
+        window_paused += time.monotonic() - paused_from
         if counters["vals_without_improvement"] >= t.early_stopping_patience:
             stopped = "early_stopping"
             break
@@ -604,7 +617,7 @@ def run_loop(s: Setup, preempt: Preemption) -> TrainResult:
     log.info("training ended (%s) at step %d after %.1f s in this process; %d steps skipped as non-finite; "
              "checkpoint stall %.2f s (%.2f%% of this process's time)", stopped, state.step,
              time.monotonic() - s.t_start, counters["skipped"], s.checkpointer.stall_s,
-             100 * s.checkpointer.stall_s / max(time.monotonic() - s.t_start, 1e-9))
+             100 * s.checkpointer.stall_s / max(time.monotonic() - s.t_start, 1e-9), extra={"milestone": True})
     if wandb:
         wandb.finish()
     result = TrainResult(start_step, state.step, stopped, s.resumed_from, last_checkpoint, counters["best_val"],

@@ -44,11 +44,12 @@ def _rules(cfg) -> list[str]:
     elif cfg.data.catalog_source == "snapshot":  # cheap to count on the shipped catalog, before anything runs
         from astrobio_lib.tasks.gas_detection.data import hosts_in_snapshot
 
-        available = hosts_in_snapshot()
+        available = hosts_in_snapshot(cfg.data.saturation)
         if n > available:
             problems.append(f"gas_planets: {n} > the {available} host stars of the shipped catalog with a rocky planet "
-                            f"the simulation can use (radius, period, stellar temperature, radius and distance): "
-                            f"lower gas_planets to at most {available}")
+                            f"the simulation can use (radius, period, stellar temperature, radius and distance"
+                            f"{'; fainter than J = 10.5, saturation: exclude' if cfg.data.saturation == 'exclude' else ''})"
+                            f": lower gas_planets to at most {available}")
     return problems
 
 
@@ -94,6 +95,12 @@ def _evaluate(cfg, progress=None) -> Evaluation:
     return evaluate(cfg, progress)
 
 
+def _results(run_dir: Path) -> dict[str, Any]:
+    from astrobio_lib.tasks.gas_detection.evaluation import results
+
+    return results(run_dir)
+
+
 def _show_evaluation(evaluation: Evaluation) -> Any:
     from astrobio_lib.tasks.gas_detection.report import show_evaluation
 
@@ -108,7 +115,7 @@ SPEC = TaskSpec(
     loss_keys=("loss_gas_detection", "loss_retrieval"),
     headline_keys=("loss_gas_detection", "loss_retrieval"),
     headline_label="gas BCE + retrieval NLL",
-    data_keys=("gas_planets", "gas_atmospheres", "gas_train_draws"),
+    data_keys=("gas_planets", "gas_atmospheres", "saturation", "noise_floor", "gas_train_draws"),
     prepare_data=_prepare,
     show_data=_show_data,
     data_info=_info,
@@ -118,5 +125,6 @@ SPEC = TaskSpec(
     rules=_rules,
     planned_key=_planned_key,
     check_data=_check,
+    results=_results,
     description=__doc__.split("\n\n")[0],
 )

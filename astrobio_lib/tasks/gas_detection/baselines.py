@@ -1,5 +1,5 @@
 """Gas detection from SIMULATED JWST transmission spectra: the baselines, the detection curves and the
-trained model's predictions and retrieval checks.
+paired comparison of any predictor with them.
 
 The question (issue 14): given a noisy transmission spectrum from N transits, which gases are in the
 atmosphere? The truth is known because the spectra are simulated from drawn atmospheres
@@ -9,7 +9,11 @@ atmosphere? The truth is known because the spectra are simulated from drawn atmo
   test on fresh noisy draws of the test hosts' spectra at N (split by host star: no star and no
   noiseless spectrum in two splits);
 - per gas: AUROC, F1 at the 0.5 threshold, recall at a 5% false-positive rate, each with a 95%
-  interval from a bootstrap over test host stars.
+  interval from a two-stage bootstrap (host stars, then noiseless spectra within them, their noise
+  draws together: :func:`resamples`);
+- a predictor against a baseline: the *paired* difference ΔAUROC on the same resampled items, its
+  95% interval and a verdict (:func:`paired_verdicts`) — not overlapping marginal intervals, which
+  are far more conservative (Obuchowski 1997 for clustered ROC data).
 
 Baselines on that protocol:
 1. ``catalog``: gradient boosting on the planet's catalog columns only — the circularity check: the
@@ -22,6 +26,7 @@ Baselines on that protocol:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -94,63 +99,170 @@ def _metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
     return {"auroc": auroc(y, score), "f1": 2 * tp / max(2 * tp + fp + fn, 1), "recall_at_5pct_fpr": recall_at_fpr(y, score)}
 
 
-def _bootstrap(y: np.ndarray, score: np.ndarray, hosts: np.ndarray, samples: int, seed: int) -> dict[str, tuple]:
+def resamples(hosts: np.ndarray, spectra: np.ndarray, samples: int, seed: int) -> list[np.ndarray]:
+    """Bootstrap index sets over test items, two-stage: host stars with replacement, then within each
+    drawn star its noiseless spectra with replacement, each with all its noise draws (Obuchowski 1997:
+    resample the clusters). The same sets serve every predictor, so differences are paired."""
     rng = np.random.default_rng(seed)
-    unique = np.unique(hosts)
-    index = {h: np.flatnonzero(hosts == h) for h in unique}
-    draws = {k: [] for k in ("auroc", "f1", "recall_at_5pct_fpr")}
+    by_host: dict[Any, list[np.ndarray]] = {}
+    for h in np.unique(hosts):
+        at = np.flatnonzero(hosts == h)
+        by_host[h] = [at[spectra[at] == s] for s in np.unique(spectra[at])]
+    names = list(by_host)
+    out = []
     for _ in range(samples):
-        pick = np.concatenate([index[h] for h in rng.choice(unique, len(unique))])
+        parts = []
+        for h in rng.choice(len(names), len(names)):
+            groups = by_host[names[h]]
+            parts.extend(groups[k] for k in rng.choice(len(groups), len(groups)))
+        out.append(np.concatenate(parts))
+    return out
+
+
+def _interval(values: list[float]) -> tuple[float, float]:
+    return (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))) if values else (np.nan, np.nan)
+
+
+def _bootstrap(y: np.ndarray, score: np.ndarray, sets: list[np.ndarray]) -> dict[str, tuple]:
+    draws = {k: [] for k in ("auroc", "f1", "recall_at_5pct_fpr")}
+    for pick in sets:
         for k, v in _metrics(y[pick], score[pick]).items():
             if np.isfinite(v):
                 draws[k].append(v)
-    return {k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) if v else (np.nan, np.nan)
-            for k, v in draws.items()}
+    return {k: _interval(v) for k, v in draws.items()}
 
 
-def _fit_and_score(ds: gs.GasSpectra, base: str, cat: np.ndarray, train: np.ndarray, x_te: np.ndarray,
-                   r_te: np.ndarray, n: int, draws: int, seed: int) -> np.ndarray:
-    """P(present) [test draws, gases] of baseline ``base`` fitted, one classifier per gas, on noisy
-    draws of the training spectra at ``n`` transits (seed + 17 N)."""
-    x_tr, r_tr = gs.noisy(ds, train, n, draws, seed + 17 * n)
-    if base == "catalog":
-        f_tr, f_te = cat[r_tr], cat[r_te]
-    else:
-        z_tr, z_te = normalised(ds, x_tr, r_tr, n), normalised(ds, x_te, r_te, n)
-        f_tr, f_te = (band_depths(ds, z_tr), band_depths(ds, z_te)) if base == "band_depths" else (z_tr, z_te)
-    with one_thread():
-        return np.column_stack([_classifier(base, seed).fit(f_tr, ds.present[r_tr, g]).predict_proba(f_te)[:, 1]
-                                for g in range(len(tx.GASES))])
+def paired_delta(y: np.ndarray, a: np.ndarray, b: np.ndarray, sets: list[np.ndarray]) -> tuple[float, float, float]:
+    """(AUROC(a) - AUROC(b), 95% percentile interval of the difference over the resample ``sets``):
+    both predictors scored on the same resampled items each time."""
+    delta = auroc(y, a) - auroc(y, b)
+    draws = [d for pick in sets if np.isfinite(d := auroc(y[pick], a[pick]) - auroc(y[pick], b[pick]))]
+    lo, hi = _interval(draws)
+    return float(delta), lo, hi
+
+
+def verdict_of(lo: float, hi: float) -> str:
+    """``beats`` when the 95% interval of ΔAUROC is above zero, ``worse`` below, else ``not distinguishable``."""
+    return "beats" if lo > 0 else "worse" if hi < 0 else "not distinguishable"
+
+
+@dataclass
+class Cell:
+    """The test items at one number of transits and every predictor's P(present) on them."""
+
+    n_transits: int
+    rows: np.ndarray  # [m] the noiseless spectrum of each test item
+    x: np.ndarray  # [m, bins] the noisy depths
+    scores: dict[str, np.ndarray]  # predictor -> [m, gases]
+
+
+Scorer = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+
+
+def score_cells(ds: gs.GasSpectra, split: np.ndarray, transits: tuple[int, ...] = TRANSITS, draws: int = 4,
+                baselines: tuple[str, ...] = BASELINES, seed: int = 0, floor: str = "white",
+                scorers: Optional[dict[str, Scorer]] = None,
+                progress: Optional[Callable[[int, int], None]] = None) -> list[Cell]:
+    """Per N: the test draws (seed + 17 N + 1, floor model ``floor``) and every predictor's scores on
+    them. Each baseline is fitted once per N (one classifier per gas, threads capped at one) on
+    training draws made once per N (seed + 17 N) and shared by the baselines. ``scorers`` adds
+    predictors trained elsewhere: ``scorer(n_transits, rows, noisy_depths)`` -> P(present) [m, gases]."""
+    train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
+    cat = ds.catalog_features()
+    cells = []
+    steps = len(transits) * (len(baselines) + len(scorers or {}))
+    done = 0
+    for n in transits:
+        x_te, r_te = gs.noisy(ds, test, n, draws, seed + 17 * n + 1, floor)
+        scores: dict[str, np.ndarray] = {}
+        if baselines:
+            x_tr, r_tr = gs.noisy(ds, train, n, draws, seed + 17 * n, floor)
+            z_tr, z_te = normalised(ds, x_tr, r_tr, n), normalised(ds, x_te, r_te, n)
+            features = {"catalog": (cat[r_tr], cat[r_te]), "band_depths": (band_depths(ds, z_tr), band_depths(ds, z_te)),
+                        "spectrum_gbt": (z_tr, z_te)}
+            for base in baselines:
+                f_tr, f_te = features[base]
+                with one_thread():
+                    scores[base] = np.column_stack([
+                        _classifier(base, seed).fit(f_tr, ds.present[r_tr, g]).predict_proba(f_te)[:, 1]
+                        for g in range(len(tx.GASES))])
+                done += 1
+                if progress:
+                    progress(done, steps)
+        for name, fn in (scorers or {}).items():
+            scores[name] = fn(n, r_te, x_te)
+            done += 1
+            if progress:
+                progress(done, steps)
+        cells.append(Cell(int(n), r_te, x_te, scores))
+    return cells
+
+
+def curves_of(ds: gs.GasSpectra, cells: list[Cell], bootstrap: int = 100, seed: int = 0) -> pd.DataFrame:
+    """One row per (predictor, gas, N): AUROC, F1, recall at 5% FPR and their 95% intervals from the
+    two-stage bootstrap (:func:`resamples`)."""
+    hosts = ds.hostname
+    rows = []
+    for cell in cells:
+        sets = resamples(hosts[cell.rows], cell.rows, bootstrap, seed + cell.n_transits)
+        test = np.unique(cell.rows)
+        for name, probs in cell.scores.items():
+            for g, gas in enumerate(tx.GASES):
+                y = ds.present[cell.rows, g].astype(int)
+                ci = _bootstrap(y, probs[:, g], sets)
+                rows.append({"baseline": name, "gas": gas, "n_transits": cell.n_transits, **_metrics(y, probs[:, g]),
+                             **{f"{k}_lo": v[0] for k, v in ci.items()}, **{f"{k}_hi": v[1] for k, v in ci.items()},
+                             "n_test_spectra": len(test), "n_test_hosts": len(np.unique(hosts[test]))})
+    return pd.DataFrame(rows)
 
 
 def detection_curves(ds: gs.GasSpectra, split: np.ndarray, transits: tuple[int, ...] = TRANSITS, draws: int = 4,
                      baselines: tuple[str, ...] = BASELINES, bootstrap: int = 100, seed: int = 0,
-                     progress: Optional[Any] = None,
-                     scorers: Optional[dict[str, Callable[[int, np.ndarray], np.ndarray]]] = None) -> pd.DataFrame:
-    """Returns one row per (baseline, gas, N): AUROC, F1, recall at 5% FPR and their 95% host-bootstrap
-    intervals on the test split (module docstring for the protocol). ``scorers`` adds predictors
-    trained elsewhere: ``scorer(n_transits, noiseless_rows)`` returns P(present) [rows, gases] for
-    the test draws at N (the same draws the baselines are scored on: seed + 17 N + 1)."""
-    train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
-    hosts = ds.hostname
-    cat = ds.catalog_features()
+                     progress: Optional[Any] = None, scorers: Optional[dict[str, Scorer]] = None,
+                     floor: str = "white") -> pd.DataFrame:
+    """Returns one row per (predictor, gas, N) on the test split (:func:`score_cells`, :func:`curves_of`)."""
+    cells = score_cells(ds, split, transits, draws, baselines, seed, floor, scorers, progress)
+    return curves_of(ds, cells, bootstrap, seed)
+
+
+def paired_verdicts(ds: gs.GasSpectra, cells: list[Cell], model: str = "model",
+                    against: tuple[str, ...] = BASELINES, bootstrap: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Per gas, N and baseline: the model's AUROC, the baseline's, ΔAUROC with its 95% interval from
+    the paired two-stage bootstrap (host stars, then noiseless spectra within them, noise draws
+    together; the same resamples for every comparison in a cell) and the verdict (:func:`verdict_of`)."""
     rows = []
-    steps = [(n, b) for n in transits for b in (*baselines, *(scorers or {}))]
-    for step, (n, base) in enumerate(steps):
-        x_te, r_te = gs.noisy(ds, test, n, draws, seed + 17 * n + 1)
-        if scorers and base in scorers:
-            probs = scorers[base](n, r_te)
-        else:
-            probs = _fit_and_score(ds, base, cat, train, x_te, r_te, n, draws, seed)
-        for g, gas in enumerate(tx.GASES):
-            y = ds.present[r_te, g].astype(int)
-            ci = _bootstrap(y, probs[:, g], hosts[r_te], bootstrap, seed + g)
-            rows.append({"baseline": base, "gas": gas, "n_transits": n, **_metrics(y, probs[:, g]),
-                         **{f"{k}_lo": v[0] for k, v in ci.items()}, **{f"{k}_hi": v[1] for k, v in ci.items()},
-                         "n_test_spectra": len(test), "n_test_hosts": len(np.unique(hosts[test]))})
-        if progress:
-            progress(step + 1, len(steps))
+    for cell in cells:
+        sets = resamples(ds.hostname[cell.rows], cell.rows, bootstrap, seed + cell.n_transits)
+        for base in against:
+            if base not in cell.scores:
+                continue
+            for g, gas in enumerate(tx.GASES):
+                y = ds.present[cell.rows, g].astype(int)
+                a, b = cell.scores[model][:, g], cell.scores[base][:, g]
+                delta, lo, hi = paired_delta(y, a, b, sets)
+                rows.append({"gas": gas, "n_transits": cell.n_transits, "against": base, "model_auroc": auroc(y, a),
+                             "baseline_auroc": auroc(y, b), "delta_auroc": delta, "delta_lo": lo, "delta_hi": hi,
+                             "verdict": verdict_of(lo, hi)})
     return pd.DataFrame(rows)
+
+
+def strongest_baseline(curves: pd.DataFrame, spectral: tuple[str, ...] = ("band_depths", "spectrum_gbt")) -> str:
+    """The spectral baseline with the highest mean AUROC over every gas and N (the one to beat)."""
+    mean = curves[curves["baseline"].isin(spectral)].groupby("baseline")["auroc"].mean()
+    return str(mean.idxmax())
+
+
+def gap_closed(curves: pd.DataFrame, model: str = "model", ceiling: str = "oracle",
+               spectral: tuple[str, ...] = ("band_depths", "spectrum_gbt")) -> pd.DataFrame:
+    """Per gas and N: the best spectral baseline's AUROC, the model's, the oracle ceiling's and the
+    fraction of the gap between the best baseline and the ceiling the model closes (NaN where the gap
+    is under 0.01 AUROC: nothing left to close)."""
+    a = curves.pivot_table(index=["gas", "n_transits"], columns="baseline", values="auroc")
+    best = a[[c for c in spectral if c in a]].max(axis=1)
+    gap = a[ceiling] - best
+    out = pd.DataFrame({"best_baseline_auroc": best, "model_auroc": a[model], "oracle_auroc": a[ceiling],
+                        "gap_closed": np.where(gap >= 0.01, (a[model] - best) / gap.where(gap >= 0.01), np.nan)})
+    return out.reset_index()
 
 
 def circularity_check(ds: gs.GasSpectra, seed: int = 0, folds: int = 5) -> dict[str, float]:
@@ -170,98 +282,3 @@ def circularity_check(ds: gs.GasSpectra, seed: int = 0, folds: int = 5) -> dict[
                 score[te] = _classifier("catalog", seed).fit(x[tr], y[tr]).predict_proba(x[te])[:, 1]
         out[gas] = auroc(y, score)
     return out
-
-
-# --------------------------------------------------------------------------- the trained model
-
-
-def predict(model, dataset, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Runs a model of the gas-detection task over a
-    :class:`~astrobio_lib.tasks.gas_detection.dataset.GasDetectionDataset`; returns per item ``prob``
-    [n, gases] (P(present)), ``mean`` and ``std`` [n, 8] of the retrieval targets in physical units,
-    the noiseless ``row`` and ``n_transits``."""
-    from scipy.special import expit
-
-    from astrobio_lib.inference import run_batches
-    from astrobio_lib.tasks.gas_detection.dataset import collate
-
-    outs, _ = run_batches(model, dataset, collate, batch_size,
-                          keys=("gas_logits", "retrieval_mean", "retrieval_log_var"))
-    mean, log_var = outs["retrieval_mean"], outs["retrieval_log_var"]
-    return {"prob": expit(outs["gas_logits"]), "mean": dataset.physical(mean),
-            "std": np.exp(0.5 * log_var) * dataset.target_std, "row": dataset.rows, "n_transits": dataset.n_transits}
-
-
-def scorer(pred: dict[str, np.ndarray]) -> Callable[[int, np.ndarray], np.ndarray]:
-    """A :func:`detection_curves` scorer from :func:`predict`'s output on the test split.
-
-    Raises:
-        ValueError: the predictions are not of the baselines' test draws (another seed or split).
-    """
-    def score(n: int, rows: np.ndarray) -> np.ndarray:
-        at = pred["n_transits"] == n
-        if not np.array_equal(pred["row"][at], rows):
-            raise ValueError(f"the model's predictions at N={n} are not of the baselines' test spectra: predict on "
-                             f"the test split built with the same seed and gas_noise_draws")
-        return pred["prob"][at]
-    return score
-
-
-def retrieval_table(pred: dict[str, np.ndarray], truth: np.ndarray, names: tuple[str, ...]) -> pd.DataFrame:
-    """Per retrieval target and N: R², RMSE, and the coverage of the predicted 68% and 95% central
-    Gaussian intervals (the fraction of truths inside; a calibrated model gives 0.68 and 0.95). Only
-    spectra that have the target count (an absent gas has no abundance)."""
-    from scipy.stats import norm
-
-    y = truth[pred["row"]]
-    rows = []
-    for n in np.unique(pred["n_transits"]):
-        at = pred["n_transits"] == n
-        for k, name in enumerate(names):
-            has = at & np.isfinite(y[:, k])
-            if has.sum() < 2:
-                continue
-            t, mu, sd = y[has, k], pred["mean"][has, k], pred["std"][has, k]
-            z = np.abs(t - mu) / sd
-            rows.append({"target": name, "n_transits": int(n), "n": int(has.sum()),
-                         "r2": 1 - float(((t - mu) ** 2).sum() / max(((t - t.mean()) ** 2).sum(), 1e-12)),
-                         "rmse": float(np.sqrt(((t - mu) ** 2).mean())),
-                         "coverage_68": float((z <= norm.ppf(0.84)).mean()),
-                         "coverage_95": float((z <= norm.ppf(0.975)).mean())})
-    return pd.DataFrame(rows)
-
-
-def interval_calibration(pred: dict[str, np.ndarray], truth: np.ndarray, names: tuple[str, ...],
-                         levels: Optional[np.ndarray] = None) -> pd.DataFrame:
-    """Observed coverage of the predicted central intervals at each nominal level, per target (all N
-    together): the calibration curve of the retrieval (on the diagonal when calibrated)."""
-    from scipy.stats import norm
-
-    levels = np.linspace(0.1, 0.95, 18) if levels is None else levels
-    y = truth[pred["row"]]
-    rows = []
-    for k, name in enumerate(names):
-        has = np.isfinite(y[:, k])
-        if not has.any():
-            continue
-        z = np.abs(y[has, k] - pred["mean"][has, k]) / pred["std"][has, k]
-        for p in levels:
-            rows.append({"target": name, "nominal": float(p), "observed": float((z <= norm.ppf(0.5 + p / 2)).mean())})
-    return pd.DataFrame(rows)
-
-
-def verdicts(curves: pd.DataFrame, model: str = "model", against: str = "spectrum_gbt") -> pd.DataFrame:
-    """Per gas and N: the model's AUROC and the reference's with their 95% host-bootstrap intervals,
-    and the verdict — ``beats`` / ``worse`` only with non-overlapping intervals, else ``not
-    distinguishable``."""
-    m = curves[curves["baseline"] == model].set_index(["gas", "n_transits"])
-    r = curves[curves["baseline"] == against].set_index(["gas", "n_transits"])
-    rows = []
-    for key in m.index.intersection(r.index):
-        a, b = m.loc[key], r.loc[key]
-        verdict = ("beats" if a["auroc_lo"] > b["auroc_hi"] else "worse" if a["auroc_hi"] < b["auroc_lo"]
-                   else "not distinguishable")
-        rows.append({"gas": key[0], "n_transits": key[1], f"{model}_auroc": f"{a['auroc']:.3f} [{a['auroc_lo']:.3f}, {a['auroc_hi']:.3f}]",
-                     f"{against}_auroc": f"{b['auroc']:.3f} [{b['auroc_lo']:.3f}, {b['auroc_hi']:.3f}]",
-                     "verdict": verdict})
-    return pd.DataFrame(rows)

@@ -20,13 +20,13 @@ def spectra_dir(data_dir: Path) -> Path:
     return Path(data_dir) / SPECTRA_DIR
 
 
-@functools.lru_cache(maxsize=1)
-def hosts_in_snapshot() -> int:
+@functools.lru_cache(maxsize=2)
+def hosts_in_snapshot(saturation: str = "exclude") -> int:
     """Host stars of the shipped catalog with a rocky planet the simulation can use (counted once)."""
     from astrobio_lib.data import catalog
 
     planets, _ = catalog.load_snapshot()
-    return len(gs.eligible(planets))
+    return len(gs.eligible(planets, saturation))
 
 
 def select(cfg, planets):
@@ -36,10 +36,10 @@ def select(cfg, planets):
         ValueError: the catalog has fewer such host stars, naming ``gas_planets`` and the most it can be.
     """
     try:
-        return gs.rocky_planets(planets, cfg.data.gas_planets)
+        return gs.rocky_planets(planets, cfg.data.gas_planets, cfg.data.saturation)
     except ValueError as exc:
         raise ValueError(f"gas_planets: {cfg.data.gas_planets}: {exc} — lower gas_planets to at most "
-                         f"{len(gs.eligible(planets))}") from exc
+                         f"{len(gs.eligible(planets, cfg.data.saturation))}") from exc
 
 
 def prepare(cfg, planets, provenance, data_dir: Path,
@@ -55,9 +55,15 @@ def prepare(cfg, planets, provenance, data_dir: Path,
     ds, cached = gs.build_or_load(spectra_dir(data_dir), rocky, cfg.data.gas_atmospheres, cfg.run.seed,
                                   progress=progress, catalog=provenance.to_dict(), store=cfg.data.spectra_store,
                                   workers=cfg.data.simulation_workers,
-                                  scheduler=scheduler_address(cfg.data.dask_scheduler))
+                                  scheduler=scheduler_address(cfg.data.dask_scheduler),
+                                  saturation=gs.saturation_record(planets, rocky, cfg.data.saturation))
     circularity = circularity_check(ds, cfg.run.seed)
     which = split(ds, cfg.run.seed)
+    # the oracle's companion spectra of the test atmospheres (04 draws the detection ceiling from them)
+    from astrobio_lib.data import companions
+
+    companions.ensure(ds, np.flatnonzero(which == "test"), store=cfg.data.spectra_store,
+                      workers=cfg.data.simulation_workers, scheduler=scheduler_address(cfg.data.dask_scheduler))
     hosts = {s: int(len(np.unique(ds.hostname[which == s]))) for s in ("train", "val", "test")}
     leaked = max(circularity.values())
     empty = [s for s, n in hosts.items() if n == 0]
@@ -69,8 +75,14 @@ def prepare(cfg, planets, provenance, data_dir: Path,
                 f"(circularity check, ~0.5 expected)"
                 + (f"; empty split(s): {', '.join(empty)} — raise gas_planets" if empty else "")
                 + (f" — above {CIRCULARITY_LIMIT}: a target leaks into an input" if leaked > CIRCULARITY_LIMIT else ""))
-    return DataReport(status, headline, {"spectra": ds, "cached": cached, "circularity": circularity,
-                                         "split": which, "hosts": hosts, "seed": cfg.run.seed})
+    action = ("" if status == "PASS" else
+              f"raise gas_planets (an empty split: {', '.join(empty)})" if empty else
+              "a catalog column predicts a gas: check astrobio_lib/data/gas_spectra.CATALOG_FEATURES for a leak"
+              if leaked > CIRCULARITY_LIMIT else
+              "the catalog is SYNTHETIC: set catalog_source: snapshot (the shipped real catalog) or auto")
+    return DataReport(status, headline, next_action=action,
+                      details={"spectra": ds, "cached": cached, "circularity": circularity, "split": which,
+                               "hosts": hosts, "seed": cfg.run.seed, "noise_floor": cfg.data.noise_floor})
 
 
 def planned_key(cfg, planets, provenance) -> str:
@@ -108,6 +120,8 @@ def built_with(manifest: dict[str, Any]) -> dict[str, Any]:
     """The configuration values a generated set was made with (its manifest): recorded in checkpoints
     and train_params.yaml instead of a notebook's defaults."""
     out = {"gas_planets": manifest.get("n_planets"), "gas_atmospheres": manifest.get("atmospheres_per_planet")}
+    if manifest.get("saturation"):
+        out["saturation"] = manifest["saturation"]["mode"]
     source = manifest.get("catalog", {}).get("source")
     if source:  # the source the catalog really came from (auto resolves to one of these)
         out["catalog_source"] = source
@@ -132,8 +146,10 @@ def info(cfg, data_dir: Path) -> DataInfo:
 
 
 def open_train_val(cfg, data_dir: Path) -> TaskData:
-    """The training and validation items: noisy draws (``gas_train_draws`` per noiseless spectrum and
-    number of transits for training, a quarter of that for validation) of the split's spectra.
+    """The training and validation items: training items with fresh noise at every use
+    (``gas_train_draws`` items per noiseless spectrum and epoch, N log-uniform over 1-100), fixed
+    validation draws (a quarter of ``gas_train_draws``, at least one, per noiseless spectrum and N of
+    :data:`~astrobio_lib.tasks.gas_detection.dataset.TRANSITS`), noise floor ``noise_floor``.
 
     Raises:
         DataNotBuilt: no generated spectra.
@@ -143,10 +159,12 @@ def open_train_val(cfg, data_dir: Path) -> TaskData:
     ds = _load(data_dir)
     which = split(ds, cfg.run.seed)
     draws = cfg.train.gas_train_draws
-    train = GasDetectionDataset(ds, which, "train", draws, cfg.run.seed)
-    val = GasDetectionDataset(ds, which, "val", max(1, draws // 4), cfg.run.seed)
+    floor = cfg.data.noise_floor
+    train = GasDetectionDataset(ds, which, "train", draws, cfg.run.seed, floor=floor, fresh=True)
+    val = GasDetectionDataset(ds, which, "val", max(1, draws // 4), cfg.run.seed, floor=floor)
     synthetic = bool(ds.manifest.get("catalog", {}).get("synthetic", False))
     return TaskData(train, val, collate, key=ds.manifest["cache_key"], text_len=0, synthetic=synthetic,
                     built_with=built_with(ds.manifest),
-                    description=f"{len(ds.depth)} SIMULATED spectra; {len(train)} training items "
-                                f"({draws} noise draws x {len(train.transits)} transit counts)")
+                    description=f"{len(ds.depth)} SIMULATED spectra; {len(train)} training items per epoch "
+                                f"({draws} per noiseless spectrum, fresh {floor}-floor noise and N = 1-100 "
+                                f"transits at every use)")

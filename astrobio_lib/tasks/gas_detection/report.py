@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from astrobio_lib.report import section, show
+from astrobio_lib.report import relative, section, show
 from astrobio_lib.tasks.spec import DataReport, Evaluation
 
 
@@ -30,10 +30,24 @@ def show_data(report: DataReport) -> None:
     print(f"{len(gas.depth)} SIMULATED spectra ({gas.manifest['n_planets']} real rocky planets x "
           f"{gas.manifest['atmospheres_per_planet']} drawn atmospheres, {len(gas.wavelength_um)} bins "
           f"{gas.edges_um[0]:.2f}-{gas.edges_um[-1]:.2f} µm) with TauREx {gas.manifest['opacities']['taurex']}, in the "
-          f"shared store {gas.manifest['store']}: "
+          f"shared store {relative(gas.manifest['store'], '.')}: "
           + ("all present already (reused)" if not g["spectra_generated"] else
              f"{g['spectra_generated']} generated in {g['seconds']} s ({g['spectra_per_s']} spectra/s, {g['engine']}, "
              f"{g['workers']} workers)"))
+    sat = gas.manifest.get("saturation")
+    if sat:
+        left_out, kept = sat["excluded_hosts"], sat["saturating_hosts_kept"]
+        print(f"bright limit: NIRSpec PRISM saturates on hosts brighter than J = {sat['limit_j_mag']} ({sat['source']}); "
+              f"saturation: {sat['mode']} — "
+              + (f"{len(left_out)} brighter hosts left out ({', '.join(left_out[:8])}{', …' if len(left_out) > 8 else ''})"
+                 if sat["mode"] == "exclude" else
+                 f"{len(kept)} saturating hosts KEPT and simulated with PRISM anyway (optimistic): {', '.join(kept)}"))
+    floor = report.details.get("noise_floor", "white")
+    fn = gas_spectra.floor_noise(gas, floor).describe()
+    print(f"noise floor: {floor} — {gas.manifest['generator']['noise_floor_ppm']:.0f} ppm per bin"
+          + (f", {100 * fn['correlated_fraction']:.0f}% of its variance correlated in wavelength (squared-exponential "
+             f"kernel, length {fn['correlation_length_ln_lambda']} in ln λ; astrobio_lib/data/observing.py)"
+             if floor == "correlated" else ", independent per bin"))
     show(pd.DataFrame({"gas": tx.GASES, "present_%": (100 * gas.present.mean(0)).round(1),
                        "log10 VMR range when present": [f"{lo} … {hi}" for lo, hi in (tx.VMR_PRIORS[x] for x in tx.GASES)],
                        "opacity sha256": [gas.manifest["opacities"]["opacity_sha256"][x][:12] + "…" for x in tx.GASES]}))
@@ -49,10 +63,11 @@ def show_data(report: DataReport) -> None:
     plots.gas_features(axes[0], wl, base, with_gas,
                        title=f"{row['pl_name']}: SIMULATED, 288 K, 1 bar N2, each gas alone at mid-prior")
     i = 0  # the first spectrum of this planet, noisy at three numbers of transits
-    noisy = {n: (gas_spectra.noisy(gas, np.array([i]), n, 1, seed=n)[0][0], gas.sigma(n, [i])[0]) for n in (1, 10, 100)}
+    noisy = {n: (gas_spectra.noisy(gas, np.array([i]), n, 1, seed=n, floor=floor)[0][0], gas.sigma(n, [i])[0])
+             for n in (1, 10, 100)}
     present = ", ".join(x for x, p in zip(tx.GASES, gas.present[i], strict=True) if p) or "none"
     plots.noise_levels(axes[1], gas.wavelength_um, gas.depth[i], noisy,
-                       title=f"{row['pl_name']}: drawn atmosphere ({present}), JWST photon noise + 20 ppm floor")
+                       title=f"{row['pl_name']}: drawn atmosphere ({present}), photon noise + {floor} 20 ppm floor")
     plt.tight_layout()
     plt.show()
 
@@ -84,55 +99,94 @@ def show_data(report: DataReport) -> None:
 
 
 def show_evaluation(evaluation: Evaluation) -> None:
-    """Notebook 04: detection curves against the baselines, the verdict per gas and N, the retrieval's
-    accuracy and calibration."""
+    """Notebook 04: detection curves against the baselines and the oracle ceiling, the paired verdict
+    against every baseline, the gap to the ceiling, and the posterior — its coverage, its accuracy and
+    a few posteriors drawn."""
     import matplotlib.pyplot as plt
 
     from astrobio_lib.tasks.gas_detection import plots
     from astrobio_lib.tasks.gas_detection.dataset import RETRIEVAL_TARGETS
+    from astrobio_lib.tasks.gas_detection.evaluation import NAMES
 
     r = evaluation.details
     curves = r["curves"]
     section("Detection curves on unseen host stars",
-            "AUROC per gas vs number of transits with its 95% host-bootstrap interval: the trained model and the "
-            "three baselines — (1) gradient boosting on the catalog alone (the circularity check, ~0.5 by "
-            "construction), (2) logistic regression on band depths at the gases' features, (3) gradient boosting "
-            "on the full spectrum — all on the same noisy draws of spectra whose stars never appear in training.")
-    print(f"checkpoint {r['checkpoint']}")
+            "AUROC per gas vs number of transits with its 95% bootstrap interval (host stars, then spectra within "
+            "them): the trained model, the three baselines — (1) gradient boosting on the catalog alone (the "
+            "circularity check, ~0.5 by construction), (2) logistic regression on band depths at the gases' "
+            "features, (3) gradient boosting on the full spectrum — and, dashed, the **oracle**: the exact "
+            "likelihood-ratio test of a detector that knows every parameter but whether the gas is there, the "
+            "physical limit for this noise. All on the same noisy draws of spectra whose stars never appear in "
+            f"training; noise floor: {r['noise_floor']}.")
     fig, axes = plt.subplots(1, 5, figsize=(18, 3.6), sharey=True)
     plots.detection_curves(axes, curves)
     fig.suptitle(f"AUROC vs transits, test hosts ({curves['n_test_hosts'].iloc[0]} stars, "
                  f"{curves['n_test_spectra'].iloc[0]} noiseless spectra x {r['noise_draws']} noise draws) — SIMULATED")
     plt.tight_layout()
     plt.show()
-    best = curves[curves["baseline"] != "catalog"].sort_values("auroc").groupby(["gas", "n_transits"]).tail(1)
-    catalog_max = curves[curves["baseline"] == "catalog"]["auroc"].max()
-    print(f"catalog-only AUROC at most {catalog_max:.2f} over every gas and N (the circularity check); "
-          f"recall at 5% false positives of the best predictor at 30 transits: "
-          + ", ".join(f"{b.gas} {b.recall_at_5pct_fpr:.2f} ({b.baseline})" for b in best[best["n_transits"] == 30].itertuples()))
-    show(curves.pivot_table(index=["gas", "n_transits"], columns="baseline", values="auroc").round(3))
+    table = curves.pivot_table(index=["gas", "n_transits"], columns="baseline", values="auroc").round(3)
+    show(table.rename(columns=NAMES))
 
-    section("Verdict per gas and N: the model against gradient boosting on the full spectrum",
-            "`beats` / `worse` only where the 95% host-bootstrap intervals do not overlap.")
-    show(r["verdict_table"].set_index(["gas", "n_transits"]))
+    strongest = r["strongest_baseline"]
+    section("Verdict: the model against every baseline, paired",
+            "ΔAUROC = model − baseline on the same test items, with the 95% interval of the difference from the "
+            "paired bootstrap (host stars, then spectra within them, their noise draws together). `beats`: the "
+            "interval is above zero; `worse`: below; otherwise `not distinguishable`. The strongest baseline "
+            f"(highest mean AUROC over gases and N) is **{NAMES[strongest]}**.")
+    print(f"{evaluation.status}: {evaluation.headline}")
+    fig, axes = plt.subplots(1, 5, figsize=(18, 3.4), sharey=True)
+    plots.paired_deltas(axes, r["paired_table"][r["paired_table"]["against"] != "catalog"])
+    fig.suptitle("ΔAUROC against the spectral baselines (95% paired interval) — SIMULATED")
+    plt.tight_layout()
+    plt.show()
+    paired = r["paired_table"].copy()
+    paired["against"] = paired["against"].map(NAMES)
+    paired["ΔAUROC [95%]"] = [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in
+                              zip(paired["delta_auroc"], paired["delta_lo"], paired["delta_hi"], strict=True)]
+    show(paired.pivot_table(index=["gas", "n_transits"], columns="against", values="verdict", aggfunc="first"))
+    show(paired.pivot_table(index=["gas", "n_transits"], columns="against", values="ΔAUROC [95%]", aggfunc="first"))
+    gap = r["gap_table"]
+    if len(gap):
+        print("share of the gap between the best spectral baseline and the oracle ceiling that the model closes "
+              "(1 = at the ceiling, 0 = no better than the baseline, negative = below it; blank where the gap is "
+              "under 0.01):")
+        show(gap.pivot_table(index="gas", columns="n_transits", values="gap_closed").round(2))
 
-    section("Retrieval: abundances, temperature, pressures — and whether the predicted uncertainty holds",
-            "R², RMSE and the coverage of the model's predicted 68% and 95% Gaussian intervals on the test hosts "
-            "(abundances only where the gas is present, cloud top only with a deck). A calibrated model covers "
-            "0.68 and 0.95; lower is over-confident.")
+    section("The posterior: calibrated, accurate, and what it looks like",
+            "The retrieval is a normalising-flow posterior over the 8 latent targets (each gas's log abundance — "
+            "for an absent gas, the prior draw that changes nothing —, temperature, surface pressure, cloud top). "
+            "**Expected coverage**: how often the truth lies in the posterior's α highest-density region, for every "
+            "α (on the diagonal when calibrated, below it over-confident). Then each target's central intervals, "
+            "and the accuracy of the posterior mean where the target exists (a present gas, a cloud deck).")
+    from astrobio_lib.tasks.gas_detection import posterior
+
+    status, words = posterior.summary(r["coverage"])
+    print(f"{status}: {words}")
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
-    plots.interval_calibration(axes[0], r["calibration"])
+    plots.expected_coverage(axes[0], r["coverage"])
+    plots.interval_calibration(axes[1], r["calibration"])
     pred = r["pred"]
     at30 = pred["n_transits"] == 30
     truth = r["truth"][pred["row"][at30]]
-    for ax, k in zip(axes[1:], (RETRIEVAL_TARGETS.index("log10_vmr_CO2"),
-                                RETRIEVAL_TARGETS.index("log10_surface_pressure_pa")), strict=True):
-        has = np.isfinite(truth[:, k])
-        plots.retrieval_scatter(ax, truth[has, k], pred["mean"][at30][has, k], pred["std"][at30][has, k],
-                                f"{RETRIEVAL_TARGETS[k]} (30 transits)")
+    k = RETRIEVAL_TARGETS.index("log10_vmr_CO2")
+    has = np.isfinite(truth[:, k])
+    plots.retrieval_scatter(axes[2], truth[has, k], pred["mean"][at30][has, k], pred["std"][at30][has, k],
+                            RETRIEVAL_TARGETS[k])
+    axes[2].set_title("log₁₀ CO2 where present, 30 transits")
     plt.tight_layout()
     plt.show()
     retrieval = r["retrieval_table"]
-    print(f"retrieval: median R² {retrieval['r2'].median():.2f}, 68% intervals cover {retrieval['coverage_68'].median():.2f}, "
-          f"95% cover {retrieval['coverage_95'].median():.2f} (median over targets and N)")
-    show(retrieval.pivot_table(index="target", columns="n_transits", values=["r2", "coverage_68", "coverage_95"]).round(2))
+    show(retrieval.pivot_table(index="target", columns="n_transits", values=["r2", "coverage_68"]).round(2)
+         .rename(index=plots.TARGET_LABELS))
+    shown = ["log10_vmr_H2O", "log10_vmr_CO2", "log10_surface_pressure_pa", "temperature_k"]
+    idx = [RETRIEVAL_TARGETS.index(t) for t in shown]
+    for ex in r["examples"][:2]:
+        from astrobio_lib.data.transmission import GASES
+
+        present = ", ".join(g for g, p in zip(GASES, np.isfinite(r["truth"][ex["row"]][:5]), strict=True) if p) or "none"
+        probs = ", ".join(f"{g} {p:.2f}" for g, p in zip(GASES, ex["prob"], strict=True))
+        fig = plt.figure(figsize=(6.5, 6.5))
+        plots.corner(fig, plots.in_bar(shown, ex["samples"][:, idx]), plots.in_bar(shown, ex["truth"][idx]),
+                     [plots.TARGET_LABELS[t] for t in shown],
+                     title=f"one test spectrum, 30 transits — present: {present}\nP(present): {probs}; lines: truth")
+        plt.show()

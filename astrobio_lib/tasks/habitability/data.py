@@ -35,8 +35,15 @@ def prepare(cfg, planets: pd.DataFrame, provenance, data_dir: Path,
                 f"{manifest['coverage']['spectrum']} spectra), {habitable} habitable in the catalog, "
                 f"{len(report.fatal)} fatal findings" + (f": {report.fatal[0].message}" if report.fatal else ""))
     status = "FAIL" if failed else "WARN" if provenance.synthetic else "PASS"
-    return DataReport(status, headline, {"manifest": manifest, "labels": labels, "report": report, "dataset": dataset,
-                                         "planets": planets, "tokenizer": tokenizer, "leaked_hosts": leaked})
+    action = ("" if status == "PASS" else
+              "the catalog is SYNTHETIC: set catalog_source: snapshot (the shipped real catalog) or auto"
+              if not failed else
+              f"fix the finding named above ({report.fatal[0].message})" if report.fatal else
+              "a host star sits in two splits or a planet was lost: rebuild with python -m astrobio_lib.pipeline "
+              "PARAMS --only 01 --force and report the bug")
+    return DataReport(status, headline, next_action=action,
+                      details={"manifest": manifest, "labels": labels, "report": report, "dataset": dataset,
+                               "planets": planets, "tokenizer": tokenizer, "leaked_hosts": leaked})
 
 
 def _manifest(data_dir: Path) -> dict[str, Any]:
