@@ -161,7 +161,8 @@ def collect(run_dir: Optional[str | Path] = None, min_free_disk_gb: float = 1.0,
     f["disk_free_gb"] = round(free / GB, 1)
     disk_ok = free >= min_free_disk_gb * GB
     checks.append(Check("disk", "ok" if disk_ok else "fail",
-                        f"{f['disk_free_gb']} GB free at {disk_path}" +
+                        # "the run folder", not its absolute path: this line is shown in the run's reports
+                        f"{f['disk_free_gb']} GB free at {'the run folder' if run_dir else disk_path}" +
                         ("" if disk_ok else f" (< min_free_disk_gb={min_free_disk_gb})")))
 
     try:

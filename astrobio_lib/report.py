@@ -307,6 +307,18 @@ def progress(iterable, total: int | None = None, desc: str = "", every_s: float 
 # --------------------------------------------------------------------------- HTML reports
 
 
+def _shown_run(run_dir) -> str:
+    """The run folder as an HTML report shows it: relative to the repository when inside it, else
+    elided to its name (``…/smoke``)."""
+    from pathlib import Path
+
+    p = Path(run_dir).resolve()
+    try:
+        return str(p.relative_to(Path(__file__).resolve().parents[1]))
+    except ValueError:
+        return f"…/{p.name}"
+
+
 def export_html(ipynb, run_dir, notebook: str, run_name: str) -> list:
     """Writes the HTML copies of an executed report and returns their paths.
 
@@ -340,9 +352,14 @@ def export_html(ipynb, run_dir, notebook: str, run_name: str) -> list:
 
     # the completion record is for the runner, not the reader: no trace of it in the HTML
     shown = nbformat.from_dict(nb)
+    run_abs = str(run_dir.resolve())
     for cell in shown.cells:
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.get("outputs", []) if MARKER_MIME not in o.get("data", {})]
+            # the parameters papermill injected name the run folder absolutely; the HTML shows it as the
+            # reports do (relative to the repository, or elided to its name); the .ipynb keeps it whole
+            if "injected-parameters" in cell.get("metadata", {}).get("tags", []) and run_abs in cell.source:
+                cell.source = cell.source.replace(run_abs, _shown_run(run_dir))
     title = f"{notebook} · run {run_name}"
     verdict = read_verdict(run_dir, notebook)
     colour = {"PASS": "#1a7f37", "WARN": "#9a6700", "FAIL": "#cf222e"}

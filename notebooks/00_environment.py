@@ -44,7 +44,8 @@ run_path.mkdir(parents=True, exist_ok=True)
 # %%
 report = environment.collect(run_path, cfg.environment.min_free_disk_gb, cfg.environment.require_gpu)
 print(report.to_text())
-print("\nwrote", environment.write_json(report, run_path))
+environment.write_json(report, run_path)
+print("\nwrote environment.json in the run folder")
 
 # %% [markdown]
 # ## GPUs

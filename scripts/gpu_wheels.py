@@ -89,6 +89,7 @@ ASSUMED_ON_DEVICE = {
     "numpy": "a dependency of PyG",
     "pandas": "the gas spectra's planet table (~12 MB per python version: not carried)",
     "pyarrow": "the gas spectra's planets.parquet (~40 MB: not carried)",
+    "scipy": "the gas task's prior probit and ranks (in the H200 image; ~35 MB: not carried)",
     "transformers": "makes the tiny Llama checkpoint; peft imports it (~11 MB: not carried)",
     # needed by carried wheels when they import (peft, bitsandbytes), not by our code directly
     "accelerate": "peft", "huggingface_hub": "peft, transformers", "packaging": "peft, bitsandbytes",

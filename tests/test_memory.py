@@ -60,6 +60,41 @@ def test_estimate_matches_a_measured_step(ckpt):
     assert -0.05 < err < 0.10, f"error {100 * err:.1f}%"
 
 
+def _saved_storage_bytes(fn) -> int:
+    """Bytes of the distinct storages autograd saves for backward while ``fn`` runs."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("d_model", [64, 256])
+def test_gas_flow_activation_rule_matches_what_autograd_saves(d_model):
+    """The gas heads' memory rule for its zuko flow: exact per step, within 1% per sample (two batch
+    sizes separate the two), with a context that needs gradients."""
+    import zuko
+
+    from astrobio_lib.tasks.gas_detection.model import GasHeadsConfig
+
+    cfg = GasHeadsConfig()
+    flow = zuko.flows.NSF(features=cfg.n_retrieval, context=d_model, transforms=cfg.flow_transforms,
+                          hidden_features=(cfg.flow_hidden, cfg.flow_hidden), passes=2)
+    measured = {}
+    for b in (8, 128):
+        c = torch.randn(b, d_model, requires_grad=True)
+        measured[b] = _saved_storage_bytes(lambda c=c, b=b: flow(c).log_prob(torch.randn(b, cfg.n_retrieval)).sum())
+    detection = lambda b: 4 * b * (2 * d_model + cfg.n_gases)  # noqa: E731 - the detection head's part
+    rule = {b: cfg.activation_bytes(b, d_model) - detection(b) for b in (8, 128)}
+    per_sample, rule_per_sample = ((m[128] - m[8]) / 120 for m in (measured, rule))
+    assert rule[8] - 8 * rule_per_sample == measured[8] - 8 * per_sample  # per step: the masked weights
+    assert abs(rule_per_sample / per_sample - 1) < 0.01, (rule_per_sample, per_sample)
+
+
 def test_eight_bit_states_match_bitsandbytes():
     cfg = full_preset("tiny")
     batch = synthetic_batch(cfg, batch_size=2, seq_len=32)

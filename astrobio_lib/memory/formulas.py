@@ -417,7 +417,10 @@ def activation_bytes(cfg, plan: Plan, batch: BatchShape, cuda: bool = False) -> 
                     + (f.spectrum_channels * SPECTRUM_POSITIONS + f.spectrum_context) * 4)
     small = b * (2 * f.catalog_features * 4 + 2 * f.d_model * 4) + b * tok * f.d_model * 4 * 4
     lm_loss = loss_elems * 4 + b * (s - 1) * 8 if cfg.has("text") else 0.0  # fp32 log-softmax + int64 targets
-    heads = b * (f.d_model + (cfg.heads.n_outputs if cfg.heads is not None else 0)) * 4
+    if cfg.heads is not None and hasattr(cfg.heads, "activation_bytes"):  # heads that know their own
+        heads = float(cfg.heads.activation_bytes(b, f.d_model))
+    else:
+        heads = b * (f.d_model + (cfg.heads.n_outputs if cfg.heads is not None else 0)) * 4
     out["fusion_and_heads"] = f.n_layers * fusion_layer + spec + small + heads + lm_loss
     return out, recompute + rec_peak
 

@@ -84,7 +84,9 @@ class HeadsConfig(Protocol):
     """What a task's heads configuration provides (see :mod:`astrobio_lib.tasks`)."""
 
     n_outputs: int
-    """numbers the heads predict per sample (for the memory budget)"""
+    """numbers the heads predict per sample (for the memory budget: the heads' saved activations are
+    taken as ``batch x (d_model + n_outputs)`` floats unless the configuration also defines
+    ``activation_bytes(batch_size, d_model) -> float``, which then replaces that term)"""
 
     def build(self, d_model: int) -> nn.Module:
         """The heads module: ``forward(fused [B, d], encoded: Encoded, batch) -> dict`` with the
