@@ -117,14 +117,7 @@ def expected_coverage(ax, coverage: pd.DataFrame):
             ax.plot(c["level"], c["coverage"], color="black", lw=2, label="all test spectra")
         else:
             ax.plot(c["level"], c["coverage"], lw=0.8, alpha=0.7, label=f"{n} transits")
-    ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("credible level")
-    ax.set_ylabel("fraction of truths inside")
-    ax.set_title("expected coverage of the posterior")
-    ax.legend(fontsize=7)
-    return ax
+    return _unit_diagonal(ax, "credible level", "fraction of truths inside", "expected coverage of the posterior")
 
 
 def interval_calibration(ax, calibration: pd.DataFrame):
@@ -132,12 +125,18 @@ def interval_calibration(ax, calibration: pd.DataFrame):
     target (on the diagonal when calibrated; below it: over-confident)."""
     for target, c in calibration.groupby("target", sort=False):
         ax.plot(c["nominal"], c["observed"], marker=".", lw=1, label=TARGET_LABELS.get(target, target))
+    return _unit_diagonal(ax, "nominal level of the central interval", "observed coverage (test hosts)",
+                          "marginal calibration per target")
+
+
+def _unit_diagonal(ax, xlabel: str, ylabel: str, title: str):
+    """The frame of a calibration plot: the unit square, its diagonal (calibrated), labels, legend."""
     ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("nominal level of the central interval")
-    ax.set_ylabel("observed coverage (test hosts)")
-    ax.set_title("marginal calibration per target")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=7)
     return ax
 
