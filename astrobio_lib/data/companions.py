@@ -15,10 +15,8 @@ on every read; computed by the store's Dask runner in a child process (no ``__ma
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
@@ -28,7 +26,7 @@ import numpy as np
 
 from astrobio_lib.data import spectra_store as st
 from astrobio_lib.data import transmission as tx
-from astrobio_lib.fsutil import atomic_open, atomic_write
+from astrobio_lib.train.preemption import Preemption
 
 log = logging.getLogger("astrobio.spectra")
 
@@ -89,13 +87,7 @@ class Cache:
 
     def write(self, k: str, arrays: dict[str, np.ndarray]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        np.savez(buf, depth=arrays["depth"])
-        payload = buf.getvalue()
-        path = self.path(k)
-        atomic_write(path.with_name(path.name + ".sha256"), f"{hashlib.sha256(payload).hexdigest()}  {path.name}\n")
-        with atomic_open(path, kept="the other companions are unchanged", needed=len(payload)) as fh:
-            fh.write(payload)
+        st.publish_npz(self.path(k), {"depth": arrays["depth"]}, kept="the other companions are unchanged")
 
 
 def ensure(ds, rows: Sequence[int], store: Optional[str | Path] = None, workers: int = -1,
@@ -148,30 +140,17 @@ def run_job(job: dict[str, Any], progress: Optional[Callable[[int, int], None]] 
     stats = st.GenerationStats(spectra_total=len(items) * len(tx.GASES))
     reporter = st._Reporter(len(items) * len(tx.GASES), progress)
     t0 = time.monotonic()
-    stop: dict[str, Any] = {"reason": None}
-    previous = {}
-
-    def on_signal(signum, frame):
-        stop["reason"] = signal.Signals(signum).name
-
-    if st._main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, on_signal)
 
     def publish(k: int, arrays: dict[str, np.ndarray]) -> None:
         cache.write(items[k]["key"], arrays)
         st._count(stats, reporter, len(tx.GASES), t0)
 
-    try:
-        with st.SpectraStore(job["store"]).lock():
-            st.run_tasks([(compute, (it["row"], it["atmosphere"], it["latent"])) for it in items], publish,
-                         job["workers"], job["scheduler"], stats, stop)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with Preemption() as stop, st.SpectraStore(job["store"]).lock():
+        st.run_tasks([(compute, (it["row"], it["atmosphere"], it["latent"])) for it in items], publish,
+                     job["workers"], job["scheduler"], stats, stop)
     stats.seconds = time.monotonic() - t0
-    if stop["reason"]:
-        raise st.GenerationInterrupted(f"companion spectra stopped by {stop['reason']} ({stats.chunks_generated} "
+    if stop.requested:
+        raise st.GenerationInterrupted(f"companion spectra stopped by {stop.reason} ({stats.chunks_generated} "
                                        f"atmospheres kept): run the same command again to compute only what is missing")
     log.info("oracle companions: %d spectra in %.1f s (%.2f spectra/s, %s)", stats.spectra_generated, stats.seconds,
              stats.spectra_per_s, stats.engine)

@@ -62,6 +62,7 @@ import numpy as np
 
 from astrobio_lib.data import transmission as tx
 from astrobio_lib.fsutil import atomic_open, atomic_write, remove_stale_temps, sha256_file
+from astrobio_lib.train.preemption import INTERRUPTED_EXIT, Preemption
 
 log = logging.getLogger("astrobio.spectra")
 
@@ -74,7 +75,6 @@ PLANET_COLUMNS = ("pl_name", "hostname", "pl_rade", "pl_bmasse", "pl_orbsmax", "
                   "st_mass", "sy_dist")
 ARRAYS = ("depth", "present", "log10_vmr", "temperature_k", "log10_surface_pressure_pa", "log10_cloud_top_pa")
 _CHUNK = re.compile(r"^a(\d{6})-(\d{6})\.npz$")
-INTERRUPTED_EXIT = 75
 # the environment of LocalCluster workers (see run_tasks); on your own cluster, do not set
 # MALLOC_TRIM_THRESHOLD_ on the workers either
 WORKER_ENVIRONMENT = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
@@ -225,13 +225,19 @@ class PlanetEntry:
     def write_chunk(self, start: int, stop: int, arrays: dict[str, np.ndarray]) -> Path:
         """Publishes a chunk atomically (temporary file, fsync, sha256 beside it, rename)."""
         path = self.folder / f"a{start:06d}-{stop:06d}.npz"
-        buf = io.BytesIO()
-        np.savez(buf, **{k: arrays[k] for k in ARRAYS})
-        payload = buf.getvalue()
-        atomic_write(path.with_name(path.name + ".sha256"), f"{hashlib.sha256(payload).hexdigest()}  {path.name}\n")
-        with atomic_open(path, kept="the store's other chunks are unchanged", needed=len(payload)) as fh:
-            fh.write(payload)
+        publish_npz(path, {k: arrays[k] for k in ARRAYS}, kept="the store's other chunks are unchanged")
         return path
+
+
+def publish_npz(path: Path, arrays: dict[str, np.ndarray], kept: str) -> None:
+    """Publishes ``arrays`` as ``path`` (.npz) atomically with its sha256 beside it (temporary file,
+    fsync, rename); ``kept`` says what a failed write leaves unchanged."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    payload = buf.getvalue()
+    atomic_write(path.with_name(path.name + ".sha256"), f"{hashlib.sha256(payload).hexdigest()}  {path.name}\n")
+    with atomic_open(path, kept=kept, needed=len(payload)) as fh:
+        fh.write(payload)
 
 
 def verified(path: Path) -> Optional[str]:
@@ -377,15 +383,6 @@ def generate_missing(store: SpectraStore, rows: Sequence[dict[str, Any]], n: int
                  n * len(rows), len(jobs), CHUNK_ATMOSPHERES)
         reporter = _Reporter(todo, progress)
         t0 = time.monotonic()
-        stop = {"reason": None}
-        previous = {}
-
-        def on_signal(signum, frame):
-            stop["reason"] = signal.Signals(signum).name
-
-        if _main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, on_signal)
         tasks = [(compute_chunk, (row, entry.key, seed, a, b)) for row, entry, a, b in jobs]
 
         def publish(k: int, arrays: dict[str, np.ndarray]) -> None:
@@ -393,14 +390,11 @@ def generate_missing(store: SpectraStore, rows: Sequence[dict[str, Any]], n: int
             entry.write_chunk(a, b, arrays)
             _count(stats, reporter, b - a, t0)
 
-        try:
+        with Preemption() as stop:
             run_tasks(tasks, publish, workers, scheduler, stats, stop)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
         stats.seconds = time.monotonic() - t0
-        if stop["reason"]:
-            raise GenerationInterrupted(f"generation stopped by {stop['reason']} after {stats.chunks_generated} chunks "
+        if stop.requested:
+            raise GenerationInterrupted(f"generation stopped by {stop.reason} after {stats.chunks_generated} chunks "
                                         f"({stats.spectra_generated} spectra, kept in {store.base}): run the same "
                                         f"command again to generate only what is missing")
         log.info("spectra store: %d spectra generated in %.1f s (%.2f spectra/s, %s, %d workers; first chunk after "
@@ -424,15 +418,15 @@ def _main_thread() -> bool:
 
 
 def run_tasks(tasks: Sequence[tuple[Callable, tuple]], publish: Callable[[int, Any], None], workers: int,
-              scheduler: Optional[str], stats: GenerationStats, stop: dict) -> None:
+              scheduler: Optional[str], stats: GenerationStats, stop: Preemption) -> None:
     """Runs ``fn(*args)`` for every task — here when ``workers`` is 0 and there is no scheduler, else
     as Dask tasks on ``scheduler`` or a LocalCluster — and calls ``publish(k, result)`` in this
-    process as each finishes (so results are written by one process). Stops early when
-    ``stop["reason"]`` is set (a signal handler sets it)."""
+    process as each finishes (so results are written by one process). Stops early when ``stop``
+    (a :class:`~astrobio_lib.train.preemption.Preemption`) has recorded a signal."""
     if workers == 0 and not scheduler:
         stats.engine, stats.workers = "in-process", 1
         for k, (fn, args) in enumerate(tasks):
-            if stop["reason"]:
+            if stop.requested:
                 break
             publish(k, fn(*args))
         return
@@ -459,7 +453,7 @@ def run_tasks(tasks: Sequence[tuple[Callable, tuple]], publish: Callable[[int, A
         futures = {client.submit(fn, *args, pure=False): k for k, (fn, args) in enumerate(tasks)}
         for future in as_completed(futures):
             publish(futures[future], future.result())
-            if stop["reason"]:
+            if stop.requested:
                 for f in futures:
                     f.cancel()
                 break
