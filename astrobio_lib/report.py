@@ -222,16 +222,11 @@ def relative(path, run_dir) -> str:
     from pathlib import Path
 
     p = Path(path).expanduser().resolve()
-    for base, prefix in ((Path(run_dir).resolve(), ""), (Path(__file__).resolve().parents[1], "")):
-        try:
-            return prefix + str(p.relative_to(base))
-        except ValueError:
-            continue
     home = Path(os.path.expanduser("~")).resolve()
-    try:
-        return "~/" + str(p.relative_to(home))
-    except ValueError:
-        return str(p)
+    for base, prefix in ((Path(run_dir).resolve(), ""), (Path(__file__).resolve().parents[1], ""), (home, "~/")):
+        if p.is_relative_to(base):
+            return prefix + str(p.relative_to(base))
+    return str(p)
 
 
 def section(title: str, text: str = "") -> None:

@@ -295,15 +295,12 @@ def install_carried(carry: Path, site: Path) -> dict[str, Any]:
 
 
 def git_commit(carry: Optional[Path]) -> str:
-    """HEAD of the checkout (+dirty), or the commit the carry was prepared at (the device gets no .git)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=20)
-        if head.returncode == 0:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                                   capture_output=True, text=True, timeout=20).stdout.strip()
-            return head.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.TimeoutExpired):
-        pass
+    """The checkout's commit (-dirty), or the commit the carry was prepared at (the device gets no .git)."""
+    from astrobio_lib.results import commit
+
+    here = commit()
+    if here:
+        return here
     if carry is not None:
         with contextlib.suppress(OSError, ValueError):
             manifest = json.loads((carry / "manifest.json").read_text())

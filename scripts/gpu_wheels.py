@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import os
 import re
@@ -194,14 +193,6 @@ def prepare_gas_run(dest: Path) -> dict:
             "files": {str(p.relative_to(dest)): p.stat().st_size for p in files}}
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def folder_bytes(folder: Path) -> int:
     """Total bytes of the files under ``folder``."""
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
@@ -224,20 +215,10 @@ def check_budget(folder: Path, budget: int = CARRY_BUDGET_BYTES) -> int:
     return total
 
 
-def git_commit() -> Optional[str]:
-    """HEAD of this checkout, with "+dirty" when files differ from it; None without git."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=30)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if head.returncode != 0:
-        return None
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
 def main(argv: Optional[list[str]] = None) -> int:
+    from astrobio_lib.fsutil import sha256_file
+    from astrobio_lib.results import commit
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dest", default=str(REPO / ".gpu_carry"), help="the carry folder (git-ignored)")
     parser.add_argument("--python", nargs="+", default=list(PYTHON_VERSIONS), metavar="X.Y",
@@ -264,7 +245,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         by_module = {normalise(w.dist): w.module for w in WHEELS}
         manifest["wheels"] = [{"file": f.name, "dist": wheel_name_parts(f.name)[0], "version": wheel_name_parts(f.name)[1],
                                "module": by_module.get(wheel_name_parts(f.name)[0]), "bytes": f.stat().st_size,
-                               "sha256": sha256(f)} for f in sorted(wheels_dir.glob("*.whl"))]
+                               "sha256": sha256_file(f)} for f in sorted(wheels_dir.glob("*.whl"))]
         manifest["python_versions"], manifest["platforms"] = list(args.python), list(PLATFORMS)
         manifest["download_problems"] = problems
     if not args.no_data:
@@ -277,7 +258,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"   {manifest['gas_run']['verdict']}: {manifest['gas_run']['headline']}")
     manifest.update({"what": "files benchmarks/gpu_check.py needs that a bare GPU machine lacks (scripts/gpu_wheels.py)",
                      "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                     "commit": git_commit(), "python_here": sys.version.split()[0],
+                     "commit": commit(), "python_here": sys.version.split()[0],
                      "budget_bytes": CARRY_BUDGET_BYTES, "assumed_on_device": ASSUMED_ON_DEVICE})
     manifest_path.write_text(json.dumps(manifest, indent=1))
     print(f"\n{'MB':>7}  file")

@@ -259,10 +259,17 @@ def gap_closed(curves: pd.DataFrame, model: str = "model", ceiling: str = "oracl
     is under 0.01 AUROC: nothing left to close)."""
     a = curves.pivot_table(index=["gas", "n_transits"], columns="baseline", values="auroc")
     best = a[[c for c in spectral if c in a]].max(axis=1)
-    gap = a[ceiling] - best
     out = pd.DataFrame({"best_baseline_auroc": best, "model_auroc": a[model], "oracle_auroc": a[ceiling],
-                        "gap_closed": np.where(gap >= 0.01, (a[model] - best) / gap.where(gap >= 0.01), np.nan)})
+                        "gap_closed": share_of_gap(a[model], best, a[ceiling])})
     return out.reset_index()
+
+
+def share_of_gap(model, best, oracle):
+    """(model − best) / (oracle − best), elementwise: the share of the gap between the best baseline
+    and the ceiling the model closes; NaN where that gap is under 0.01 AUROC (nothing to close)."""
+    model, best, oracle = (np.asarray(v, dtype=float) for v in (model, best, oracle))
+    gap = oracle - best
+    return np.where(gap >= 0.01, (model - best) / np.where(gap >= 0.01, gap, np.nan), np.nan)
 
 
 def circularity_check(ds: gs.GasSpectra, seed: int = 0, folds: int = 5) -> dict[str, float]:

@@ -98,11 +98,13 @@ def planned_key(cfg, planets, provenance) -> str:
 def check(cfg, data_dir: Path) -> Optional[str]:
     """Why the run's set does not verify (missing, or a file or chunk that does not match its sha256),
     or None: every chunk is read and checked."""
-    from astrobio_lib.data.spectra_store import StoreCorrupt
+    from astrobio_lib.data import spectra_store as st
 
     try:
-        np.asarray(gs.load(spectra_dir(data_dir)).depth)
-    except (FileNotFoundError, StoreCorrupt) as exc:  # SpectraCorrupt is a StoreCorrupt
+        depth = gs.load(spectra_dir(data_dir)).depth  # the set's own files are checked as it loads
+        for c in getattr(depth, "chunks", ()):  # the store's chunks one at a time, never the whole set in memory
+            st.read_chunk(Path(c["path"]), c["sha256"])
+    except (FileNotFoundError, st.StoreCorrupt) as exc:  # SpectraCorrupt is a StoreCorrupt
         return str(exc)
     return None
 

@@ -179,8 +179,7 @@ class GasDetectionDataset(torch.utils.data.Dataset):
             self.n_transits = np.full(len(self.rows), np.nan)  # drawn per use
             self._depth = np.asarray(ds.depth[rows], dtype=np.float64)
             self._position = {int(r): k for k, r in enumerate(rows)}
-            self._noise = gs.floor_noise(ds, floor)
-            self._floor_var = (float(ds.manifest["generator"]["noise_floor_ppm"]) * 1e-6) ** 2
+            self._noise = gs.floor_noise(ds, floor)  # held: __getitem__ is on the training path
             return
         spectra, source, n_of = [], [], []
         for n in self.transits:
@@ -228,8 +227,7 @@ class GasDetectionDataset(torch.utils.data.Dataset):
         z = g.standard_normal((2, self._depth.shape[1]))
         per_transit = self.gas.planet_sigma_transit[self.gas.planet[r]]
         x = self._depth[self._position[r]] + z[0] * per_transit / np.sqrt(n) + self._noise.draw(z[1])
-        sigma = np.sqrt(per_transit**2 / n + self._floor_var)
-        spectrum = (x - np.median(x)) / sigma
+        spectrum = normalised(self.gas, x[None], np.array([r]), n)[0]
         latent = self._latent[r].copy()
         absent = ~self.gas.present[r]  # what the spectrum cannot show: drawn afresh from the prior
         prior_lo, prior_hi = np.array([tx.VMR_PRIORS[gas] for gas in tx.GASES]).T

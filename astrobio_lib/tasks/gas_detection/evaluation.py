@@ -227,7 +227,7 @@ def benchmark_markdown(csv_path: str | Path) -> str:
         best = max(by.loc[b, "baseline_auroc"] for b in names)
         oracle = by["oracle_auroc"].iloc[0]
         model = by["model_auroc"].iloc[0]
-        gap = (model - best) / (oracle - best) if pd.notna(oracle) and oracle - best >= 0.01 else float("nan")
+        gap = float(bl.share_of_gap(model, best, oracle))
         lines.append(f"| {gas} | {n} | {model:.3f} | {cells[0]} | {cells[1]} | "
                      f"{'' if pd.isna(oracle) else f'{oracle:.3f}'} | {'' if pd.isna(gap) else f'{gap:.2f}'} |")
     lines += ["", f"Strongest baseline: {names.get(meta['strongest_baseline'], meta['strongest_baseline'])}; posterior "
