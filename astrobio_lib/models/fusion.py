@@ -95,6 +95,9 @@ class HeadsConfig(Protocol):
     def synthetic_targets(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """SYNTHETIC targets of the heads' keys, for shape tests and benchmarks."""
 
+    # Optional: ``fusion_detaches: tuple[str, ...]`` — modalities whose tokens the fusion reads detached
+    # (their encoders then learn only from heads that read their own token, not from the fused token).
+
 
 @dataclass
 class MultimodalConfig:
@@ -332,8 +335,13 @@ class MultimodalModel(nn.Module):
         return tokens
 
     def fuse(self, encoded: Encoded) -> torch.Tensor:
-        """The fused class token [B, d] after the fusion transformer."""
+        """The fused class token [B, d] after the fusion transformer (reading the tokens of the heads'
+        ``fusion_detaches`` modalities detached)."""
         x = encoded.tokens
+        detached = [self.slots[m] for m in getattr(self.cfg.heads, "fusion_detaches", ()) if m in self.slots]
+        if detached:
+            x = x.clone()
+            x[:, detached] = x[:, detached].detach()
         for layer in self.fusion:
             x = layer(x, src_key_padding_mask=encoded.missing)
         return self.norm(x[:, 0])
