@@ -88,7 +88,7 @@ def test_gas_flow_activation_rule_matches_what_autograd_saves(d_model):
     for b in (8, 128):
         c = torch.randn(b, d_model, requires_grad=True)
         measured[b] = _saved_storage_bytes(lambda c=c, b=b: flow(c).log_prob(torch.randn(b, cfg.n_retrieval)).sum())
-    detection = lambda b: 4 * b * (2 * d_model + cfg.n_gases)  # noqa: E731 - the detection head's part
+    detection = lambda b: 4 * b * (d_model + cfg.n_gases)  # noqa: E731 - the detection head's part (spectrum token, logits)
     rule = {b: cfg.activation_bytes(b, d_model) - detection(b) for b in (8, 128)}
     per_sample, rule_per_sample = ((m[128] - m[8]) / 120 for m in (measured, rule))
     assert rule[8] - 8 * rule_per_sample == measured[8] - 8 * per_sample  # per step: the masked weights

@@ -126,3 +126,23 @@ def test_presets_cli_prints_the_table_quickly():
     assert res.returncode == 0, res.stderr
     assert "seeds_full" in res.stdout and "13,151,269,632" in res.stdout
     assert "no weights allocated" in res.stdout
+
+
+def test_gas_model_detection_trains_the_spectrum_encoder_and_the_flow_everything_else():
+    """Detection reads the spectrum token alone and the fusion reads it detached: the detection loss
+    reaches only the spectrum encoder and its head, the flow's loss only the catalog encoder, the
+    fusion and the flow — and together they train every parameter (none is dead weight)."""
+    cfg = tasks.model_config({"task": "gas_detection", "model_preset": "tiny"})
+    model = build_model(cfg, seed=0)
+    batch = synthetic_batch(cfg, batch_size=4, seed=0)
+
+    def reached(loss_key):
+        model.zero_grad(set_to_none=True)
+        model(batch)[loss_key].backward()
+        return {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+    detection, flow = reached("loss_gas_detection"), reached("loss_retrieval")
+    assert detection and all(n.startswith(("spectrum_encoder.", "heads.gas_head.", "modality_embed")) for n in detection)
+    assert not [n for n in flow if n.startswith(("spectrum_encoder.", "heads.gas_head."))]
+    assert any(n.startswith("catalog_encoder.") for n in flow) and any(n.startswith("fusion.") for n in flow)
+    assert {n for n, _ in model.named_parameters()} == detection | flow
