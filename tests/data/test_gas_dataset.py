@@ -179,6 +179,7 @@ def test_gas_task_trains_resumes_exactly_and_evaluates(tmp_path, smoke_spectra):
     assert "gas_train_draws: 1 -> 2" in res.stderr and "Traceback" not in res.stderr
 
     result = evaluate_gas_run(tmp_path / "run", draws=1, bootstrap=10)
+    assert result["noise_floor"] == "correlated"  # the run's own floor (the product default), not a silent white
     curves, paired = result["curves"], result["paired_table"]
     assert set(curves["baseline"]) == {"model", "catalog", "band_depths", "spectrum_gbt", "oracle"}
     assert len(paired) == 75 and set(paired["against"]) == {"catalog", "band_depths", "spectrum_gbt"}

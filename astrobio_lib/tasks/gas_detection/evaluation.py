@@ -44,11 +44,13 @@ def oracle_scorer(ds, rows: np.ndarray, floor: str, store=None, workers: int = -
     return oracle.scorer(ds, lambda r: comp[[index[int(v)] for v in r]], floor)
 
 
-def evaluate_gas_run(run_dir: str | Path, draws: int = 4, bootstrap: int = 100, seed: int = 0, floor: str = "white",
-                     with_oracle: bool = True, samples: int = 100, store=None, workers: int = -1, scheduler=None,
+def evaluate_gas_run(run_dir: str | Path, draws: int = 4, bootstrap: int = 100, seed: Optional[int] = None,
+                     floor: Optional[str] = None, with_oracle: bool = True, samples: int = 100, store=None, workers: int = -1, scheduler=None,
                      progress: Optional[Callable[[int, int], None]] = None) -> dict[str, Any]:
     """Evaluates a run of the gas-detection task on the test host stars of its SIMULATED spectra
-    (noise floor ``floor``, ``draws`` noise draws per spectrum and N): detection curves of the model,
+    (noise floor ``floor``, default the run's own; ``draws`` noise draws per spectrum and N, drawn from
+    ``seed``, default the run's; the host split is always the run's own, so no training star is
+    tested): detection curves of the model,
     the three baselines and (``with_oracle``) the oracle on the same noisy draws; the paired ΔAUROC
     against every baseline with its verdict; the fraction of the baseline-to-oracle gap the model
     closes; the posterior's expected coverage, retrieval accuracy and marginal calibration. Writes
@@ -73,7 +75,10 @@ def evaluate_gas_run(run_dir: str | Path, draws: int = 4, bootstrap: int = 100, 
                                   f"{str(config_flat.get('dataset_build_sha256'))[:12]}…, not on the gas-detection "
                                   f"spectra in {spectra_dir(run_dir / 'data')} ({str(key)[:12]}…): train this run "
                                   f"with task: {NAME}")
-    which = split(ds, seed)
+    run_seed = int(config_flat.get("seed", 0))
+    seed = run_seed if seed is None else seed
+    floor = floor or config_flat.get("noise_floor", "white")  # runs from before the floor option had only white
+    which = split(ds, run_seed)
     test = GasDetectionDataset(ds, which, "test", draws, seed, floor=floor)
     n_steps = 2 + len(test.transits) * (len(bl.BASELINES) + 1 + int(with_oracle))
     step = {"done": 0}
