@@ -223,6 +223,8 @@ class MultimodalModel(nn.Module):
             for _ in range(cfg.fusion.n_layers))
         self.norm = nn.LayerNorm(d)
         self.heads = cfg.heads.build(d) if cfg.heads is not None else None
+        # the token slots the fusion reads detached (HeadsConfig's optional ``fusion_detaches``)
+        self.fusion_detached = [self.slots[m] for m in getattr(cfg.heads, "fusion_detaches", ()) if m in self.slots]
         # FSDP needs every rank to run every sharded module; when set, an absent modality's encoder
         # still runs on one stand-in sample whose output enters the loss multiplied by zero.
         self.run_all_encoders = False
@@ -338,10 +340,9 @@ class MultimodalModel(nn.Module):
         """The fused class token [B, d] after the fusion transformer (reading the tokens of the heads'
         ``fusion_detaches`` modalities detached)."""
         x = encoded.tokens
-        detached = [self.slots[m] for m in getattr(self.cfg.heads, "fusion_detaches", ()) if m in self.slots]
-        if detached:
+        if self.fusion_detached:
             x = x.clone()
-            x[:, detached] = x[:, detached].detach()
+            x[:, self.fusion_detached] = x[:, self.fusion_detached].detach()
         for layer in self.fusion:
             x = layer(x, src_key_padding_mask=encoded.missing)
         return self.norm(x[:, 0])

@@ -45,7 +45,8 @@ def oracle_scorer(ds, rows: np.ndarray, floor: str, store=None, workers: int = -
 
 
 def evaluate_gas_run(run_dir: str | Path, draws: int = 4, bootstrap: int = 100, seed: Optional[int] = None,
-                     floor: Optional[str] = None, with_oracle: bool = True, samples: int = 100, store=None, workers: int = -1, scheduler=None,
+                     floor: Optional[str] = None, with_oracle: bool = True, samples: int = 100, store=None,
+                     workers: int = -1, scheduler=None,
                      progress: Optional[Callable[[int, int], None]] = None) -> dict[str, Any]:
     """Evaluates a run of the gas-detection task on the test host stars of its SIMULATED spectra
     (noise floor ``floor``, default the run's own; ``draws`` noise draws per spectrum and N, drawn from
